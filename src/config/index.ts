@@ -1,0 +1,123 @@
+import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
+import { ConfigError, invalid } from './errors';
+import {
+  parseBool, parseBuckets, parseEnum, parseHost, parseInteger, parseNumber, parsePath, parsePort,
+} from './parse';
+
+export { ConfigError, invalid, exitOnUserError } from './errors';
+export * from './parse';
+
+/** Prometheus' client default buckets, in seconds (the reference's histogram is in seconds). */
+export const DEFAULT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+
+export type PortInUsePolicy = 'warn' | 'exit';
+export type RecordingMode = 'fast' | 'otel';
+export type MetricsExporterName = 'prometheus' | 'otlp' | 'console' | 'none';
+export type OtlpProtocol = 'http/protobuf' | 'http/json' | 'grpc';
+
+/** The one typed configuration of the exporter side (metrics, endpoint, sampling). */
+export interface ExporterConfig {
+  /** PROMETHEUS_METRICS_PORT */
+  metricsPort: number;
+  /** PROMETHEUS_BIND_ADDRESS */
+  bindAddress: string;
+  /** PREFORK_OTEL_METRICS_PATH */
+  metricsPath: string;
+  /** PROMETHEUS_MULTIPROC_DIR: set → multiprocess (directory) mode */
+  multiprocDir: string | undefined;
+  /** GUNICORN_WORKERS */
+  workers: number;
+  /** PREFORK_OTEL_ON_PORT_IN_USE */
+  onPortInUse: PortInUsePolicy;
+  /** PREFORK_OTEL_MAX_ENDPOINTS: distinct normalised-path endpoint values per process */
+  maxEndpoints: number;
+  /** PREFORK_OTEL_BUCKETS */
+  buckets: number[];
+  /** PREFORK_OTEL_MEMORY_INTERVAL (seconds) */
+  memoryIntervalMs: number;
+  /** PREFORK_OTEL_CPU_INTERVAL (seconds) */
+  cpuIntervalMs: number;
+  /** PREFORK_OTEL_SCRAPE_TIMEOUT (seconds): master's deadline for worker answers */
+  scrapeTimeoutMs: number;
+  /** PREFORK_OTEL_SNAPSHOT_INTERVAL (seconds): workers push a snapshot this often */
+  snapshotIntervalMs: number;
+  /** PREFORK_OTEL_RETENTION (seconds): an exited worker's final series stay this long */
+  retentionMs: number;
+  /** PREFORK_OTEL_TARGET_INFO */
+  targetInfo: boolean;
+  /** PREFORK_OTEL_RECORDING: fast (per-series accumulators + MetricProducer) or otel (synchronous instruments) */
+  recording: RecordingMode;
+  /** PREFORK_OTEL_DISABLED */
+  disabled: boolean;
+  /** OTEL_METRICS_EXPORTER (comma list) */
+  exporters: MetricsExporterName[];
+  /** OTEL_METRIC_EXPORT_INTERVAL (ms) */
+  exportIntervalMs: number;
+  /** OTEL_SERVICE_NAME */
+  serviceName: string | undefined;
+}
+
+type Env = Record<string, string | undefined>;
+
+function has(env: Env, name: string): boolean {
+  const v = env[name];
+  return v !== undefined && v !== '';
+}
+
+function seconds(env: Env, name: string, dflt: number, min: number, max: number): number {
+  return Math.round((has(env, name) ? parseNumber(name, env[name], min, max, 'seconds') : dflt) * 1000);
+}
+
+/**
+ * The one configuration loader: defaults < environment < overrides (the runner passes its CLI /
+ * config-file values as overrides after validating them with the same parsers).
+ * Throws ConfigError (one line: variable, value, what is allowed) on any invalid value.
+ */
+export function loadConfig(env: Env = process.env, overrides: Partial<ExporterConfig> = {}): ExporterConfig {
+  const exportersRaw = has(env, 'OTEL_METRICS_EXPORTER') ? String(env.OTEL_METRICS_EXPORTER) : 'prometheus';
+  const exporters = exportersRaw.split(',').map((s) => s.trim()).filter(Boolean)
+    .map((s) => parseEnum('OTEL_METRICS_EXPORTER', s, ['prometheus', 'otlp', 'console', 'none'] as const));
+  if (exporters.length === 0) throw invalid('OTEL_METRICS_EXPORTER', exportersRaw, 'expected a comma list of prometheus, otlp, console, none');
+
+  const cfg: ExporterConfig = {
+    metricsPort: has(env, 'PROMETHEUS_METRICS_PORT') ? parsePort('PROMETHEUS_METRICS_PORT', env.PROMETHEUS_METRICS_PORT) : 9091,
+    bindAddress: has(env, 'PROMETHEUS_BIND_ADDRESS') ? parseHost('PROMETHEUS_BIND_ADDRESS', env.PROMETHEUS_BIND_ADDRESS) : '0.0.0.0',
+    metricsPath: has(env, 'PREFORK_OTEL_METRICS_PATH') ? parsePath('PREFORK_OTEL_METRICS_PATH', env.PREFORK_OTEL_METRICS_PATH) : '/metrics',
+    multiprocDir: has(env, 'PROMETHEUS_MULTIPROC_DIR') ? String(env.PROMETHEUS_MULTIPROC_DIR) : undefined,
+    workers: has(env, 'GUNICORN_WORKERS') ? parseInteger('GUNICORN_WORKERS', env.GUNICORN_WORKERS, 1, 1024) : 1,
+    onPortInUse: has(env, 'PREFORK_OTEL_ON_PORT_IN_USE')
+      ? parseEnum('PREFORK_OTEL_ON_PORT_IN_USE', env.PREFORK_OTEL_ON_PORT_IN_USE, ['warn', 'exit'] as const) : 'warn',
+    maxEndpoints: has(env, 'PREFORK_OTEL_MAX_ENDPOINTS') ? parseInteger('PREFORK_OTEL_MAX_ENDPOINTS', env.PREFORK_OTEL_MAX_ENDPOINTS, 1, 100000) : 500,
+    buckets: has(env, 'PREFORK_OTEL_BUCKETS') ? parseBuckets('PREFORK_OTEL_BUCKETS', env.PREFORK_OTEL_BUCKETS) : [...DEFAULT_BUCKETS],
+    memoryIntervalMs: seconds(env, 'PREFORK_OTEL_MEMORY_INTERVAL', 30, 0.1, 86400),
+    cpuIntervalMs: seconds(env, 'PREFORK_OTEL_CPU_INTERVAL', 10, 0.1, 86400),
+    scrapeTimeoutMs: seconds(env, 'PREFORK_OTEL_SCRAPE_TIMEOUT', 1, 0.01, 60),
+    snapshotIntervalMs: seconds(env, 'PREFORK_OTEL_SNAPSHOT_INTERVAL', 5, 0.05, 3600),
+    retentionMs: seconds(env, 'PREFORK_OTEL_RETENTION', 300, 0, 86400 * 7),
+    targetInfo: has(env, 'PREFORK_OTEL_TARGET_INFO') ? parseBool('PREFORK_OTEL_TARGET_INFO', env.PREFORK_OTEL_TARGET_INFO) : true,
+    recording: has(env, 'PREFORK_OTEL_RECORDING') ? parseEnum('PREFORK_OTEL_RECORDING', env.PREFORK_OTEL_RECORDING, ['fast', 'otel'] as const) : 'fast',
+    disabled: has(env, 'PREFORK_OTEL_DISABLED') ? parseBool('PREFORK_OTEL_DISABLED', env.PREFORK_OTEL_DISABLED) : false,
+    exporters: exporters.includes('none') ? [] : [...new Set(exporters)],
+    exportIntervalMs: has(env, 'OTEL_METRIC_EXPORT_INTERVAL')
+      ? parseInteger('OTEL_METRIC_EXPORT_INTERVAL', env.OTEL_METRIC_EXPORT_INTERVAL, 1, 86400000) : 60000,
+    serviceName: has(env, 'OTEL_SERVICE_NAME') ? String(env.OTEL_SERVICE_NAME) : undefined,
+    ...overrides,
+  };
+  return cfg;
+}
+
+/**
+ * Make sure the multiprocess directory exists and is writable; a ConfigError otherwise.
+ * Kept apart from loadConfig because it touches the file system.
+ */
+export function ensureWritableDir(source: string, dir: string): string {
+  try {
+    mkdirSync(dir, { recursive: true });
+    if (!statSync(dir).isDirectory()) throw new Error('not a directory');
+    accessSync(dir, constants.W_OK | constants.R_OK);
+  } catch (e) {
+    throw invalid(source, dir, `expected a writable directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  return dir;
+}
+

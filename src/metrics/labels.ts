@@ -1,0 +1,107 @@
+/**
+ * The one label policy: how `method` and `endpoint` values are derived and bounded.
+ * (`worker_id` is the process pid; `error_type` one of contract.ERROR_TYPES.)
+ */
+
+/** The standard methods (RFC 9110 + PATCH); anything else is folded to OTHER. Index = method slot. */
+export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'OTHER'] as const;
+export const METHOD_OTHER = METHODS.length - 1;
+
+/** Method name → slot index; a switch, so no allocation and no hashing on the hot path. */
+export function methodIndex(method: string | undefined): number {
+  switch (method) {
+    case 'GET': return 0;
+    case 'HEAD': return 1;
+    case 'POST': return 2;
+    case 'PUT': return 3;
+    case 'DELETE': return 4;
+    case 'CONNECT': return 5;
+    case 'OPTIONS': return 6;
+    case 'TRACE': return 7;
+    case 'PATCH': return 8;
+    default: {
+      if (method === undefined) return METHOD_OTHER;
+      // case-insensitive match for the rare lower-case client; still one of the standard values
+      const up = method.toUpperCase();
+      const i = (METHODS as readonly string[]).indexOf(up);
+      return i >= 0 ? i : METHOD_OTHER;
+    }
+  }
+}
+
+/** The endpoint value every path beyond the cap is folded into. */
+export const OVERFLOW_ENDPOINT = '__overflow__';
+
+const NUMERIC = /^\d+$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const LONG_HEX = /^[0-9a-f]{16,}$/i;
+/** long opaque tokens with at least one digit (base64url ids, slugs with hashes), 20+ chars */
+const OPAQUE = /^(?=.*\d)[A-Za-z0-9_\-=.~]{20,}$/;
+
+function isId(seg: string): boolean {
+  return NUMERIC.test(seg) || UUID.test(seg) || LONG_HEX.test(seg) || OPAQUE.test(seg);
+}
+
+/**
+ * `/users/123?x=1` → `/users/:id`. Query and fragment dropped, numbers, UUIDs, long hex and long
+ * opaque tokens collapsed, trailing slash kept only for `/`.
+ */
+export function normalizePath(url: string): string {
+  let end = url.length;
+  const q = url.indexOf('?');
+  if (q >= 0) end = q;
+  const h = url.indexOf('#');
+  if (h >= 0 && h < end) end = h;
+  let path = end === url.length ? url : url.slice(0, end);
+  if (path.length === 0 || path[0] !== '/') {
+    // absolute-form request target (proxies): http://host/path
+    const m = /^[a-z][a-z0-9+.-]*:\/\/[^/]*(\/.*)?$/i.exec(path);
+    path = m ? (m[1] ?? '/') : '/' + path;
+  }
+  const segs = path.split('/');
+  for (let i = 1; i < segs.length; i++) {
+    const s = segs[i]!;
+    if (s !== '' && isId(s)) segs[i] = ':id';
+  }
+  let out = segs.join('/');
+  if (out.length > 1 && out.endsWith('/')) out = out.slice(0, -1);
+  return out.length > 0 ? out : '/';
+}
+
+/**
+ * Resolves raw request URLs to bounded endpoint values. A per-process cache maps a raw URL to its
+ * endpoint (so a repeated URL costs one Map lookup); at most `maxEndpoints` distinct normalised
+ * values are ever produced, the rest become OVERFLOW_ENDPOINT. Route templates reported by a
+ * framework are not counted against the cap: they are bounded by the application's code.
+ */
+export class EndpointPolicy {
+  private readonly cache = new Map<string, string>();
+  private readonly seen = new Set<string>();
+  private readonly cacheLimit: number;
+  constructor(readonly maxEndpoints: number) {
+    this.cacheLimit = Math.max(1024, maxEndpoints * 4);
+  }
+
+  /** Endpoint for a raw URL (no framework route known). */
+  fromUrl(url: string): string {
+    let ep = this.cache.get(url);
+    if (ep !== undefined) return ep;
+    ep = this.admit(normalizePath(url));
+    if (this.cache.size >= this.cacheLimit) this.cache.clear();
+    this.cache.set(url, ep);
+    return ep;
+  }
+
+  /** Admit an already-normalised endpoint value under the cap (OVERFLOW_ENDPOINT once full). */
+  admit(ep: string): string {
+    if (this.seen.has(ep)) return ep;
+    if (this.seen.size >= this.maxEndpoints) return OVERFLOW_ENDPOINT;
+    this.seen.add(ep);
+    return ep;
+  }
+
+  /** how many distinct normalised endpoints were admitted (for tests and docs) */
+  get admitted(): number {
+    return this.seen.size;
+  }
+}

@@ -1,0 +1,84 @@
+import { ValueType, type Attributes, type HrTime } from '@opentelemetry/api';
+import {
+  AggregationTemporality, DataPointType,
+  type CollectionResult, type DataPoint, type Histogram, type MetricData, type MetricProducer, type ScopeMetrics,
+} from '@opentelemetry/sdk-metrics';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { ERROR_TYPES, M, SCOPE } from './contract';
+import { nowHrTime, type RequestStore, type Series } from './store';
+
+const EMPTY_RESOURCE = resourceFromAttributes({});
+
+function seriesAttrs(store: RequestStore, s: Series): Attributes {
+  return (s.attrs ??= { worker_id: store.workerId, method: s.method, endpoint: s.endpoint });
+}
+
+function errorAttrs(store: RequestStore, s: Series, i: number): Attributes {
+  const all = (s.errorAttrs ??= []);
+  return (all[i] ??= { worker_id: store.workerId, method: s.method, endpoint: s.endpoint, error_type: ERROR_TYPES[i]! });
+}
+
+function sum(name: string, description: string, points: DataPoint<number>[]): MetricData {
+  return {
+    descriptor: { name, description, unit: '', valueType: ValueType.DOUBLE },
+    aggregationTemporality: AggregationTemporality.CUMULATIVE,
+    dataPointType: DataPointType.SUM,
+    isMonotonic: true,
+    dataPoints: points,
+  };
+}
+
+/**
+ * Hands the request-path accumulators of one or more RequestStores to OpenTelemetry at collection
+ * time, as cumulative Sum and explicit-bucket Histogram data — the same MetricData an OTel
+ * synchronous Counter / Histogram would produce, under the same names. Registered on every reader of
+ * the process (Prometheus, OTLP, snapshots), so every path sees the same numbers.
+ */
+export class RequestMetricProducer implements MetricProducer {
+  private readonly stores: RequestStore[] = [];
+  add(store: RequestStore): void {
+    this.stores.push(store);
+  }
+
+  async collect(): Promise<CollectionResult> {
+    return { resourceMetrics: { resource: EMPTY_RESOURCE, scopeMetrics: [this.scopeMetrics()] }, errors: [] };
+  }
+
+  scopeMetrics(endTime: HrTime = nowHrTime()): ScopeMetrics {
+    const requests: DataPoint<number>[] = [];
+    const durations: DataPoint<Histogram>[] = [];
+    const failed: DataPoint<number>[] = [];
+    const errors: DataPoint<number>[] = [];
+    for (const store of this.stores) {
+      const startTime = store.startTime;
+      for (const s of store.all) {
+        if (s.count === 0 && !s.errors.some((n) => n > 0)) continue;
+        const attributes = seriesAttrs(store, s);
+        if (s.count > 0) {
+          requests.push({ startTime, endTime, attributes, value: s.count });
+          durations.push({
+            startTime, endTime, attributes,
+            value: { buckets: { boundaries: store.boundaries.slice(), counts: Array.from(s.buckets) }, sum: s.sum, count: s.count },
+          });
+        }
+        for (let i = 0; i < ERROR_TYPES.length; i++) {
+          if (s.failed[i]! > 0) failed.push({ startTime, endTime, attributes: errorAttrs(store, s, i), value: s.failed[i]! });
+          if (s.errors[i]! > 0) errors.push({ startTime, endTime, attributes: errorAttrs(store, s, i), value: s.errors[i]! });
+        }
+      }
+    }
+    const metrics: MetricData[] = [
+      sum(M.requestsTotal.name, M.requestsTotal.help, requests),
+      {
+        descriptor: { name: M.requestDuration.name, description: M.requestDuration.help, unit: M.requestDuration.unit, valueType: ValueType.DOUBLE },
+        aggregationTemporality: AggregationTemporality.CUMULATIVE,
+        dataPointType: DataPointType.HISTOGRAM,
+        dataPoints: durations,
+      },
+      sum(M.failedRequests.name, M.failedRequests.help, failed),
+      sum(M.errorHandling.name, M.errorHandling.help, errors),
+    ];
+    return { scope: { ...SCOPE }, metrics };
+  }
+}
+
