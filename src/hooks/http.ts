@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { methodIndex, type EndpointPolicy } from '../metrics/labels';
 import type { Metrics } from '../metrics/Metrics';
 import { ownServers } from '../export/server';
-import { captureFastifyRoutes, captureKoaRoutes, resolveEndpoint } from './routes';
+import { captureFastifyRoutes, captureLoadedFrameworkRoutes, resolveEndpoint } from './routes';
 
 /** ERROR_TYPES indices */
 const REQUEST_ERROR = 0;
@@ -61,10 +61,10 @@ export class HttpObserver {
   private onStart(m: ChannelMessage): void {
     const server = m.server;
     if (server[SEEN] !== true) {
-      // first request of this server: decide once whether it is ours, and hook Koa's router if loaded
+      // first request of this server: decide once whether it is ours, and hook Express / Koa if loaded
       server[SEEN] = true;
       if (ownServers.has(server)) return;
-      captureKoaRoutes();
+      captureLoadedFrameworkRoutes();
     } else if (ownServers.has(server)) {
       return;
     }

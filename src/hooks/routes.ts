@@ -3,53 +3,136 @@ import { normalizePath, type EndpointPolicy } from '../metrics/labels';
 
 /**
  * Route templates from frameworks, without wrapping the application:
- * - Express: `req.route.path` (+ `req.baseUrl`), read at response finish.
- * - Fastify: its `tracing:fastify.request.handler:start` channel carries the route URL.
- * - Koa + @koa/router (or koa-router): the router assigns `ctx._matchedRoute`; an accessor on Koa's
- *   shared context prototype copies it onto the raw request. Koa's ESM entry wraps its CommonJS
- *   files, so the prototype is found in require.cache whichever way the app imported Koa.
+ * - Express (4 and 5): `req.baseUrl + req.route.path`. An accessor on Express's request prototype
+ *   notes `req.baseUrl` at the moment the router assigns `req.route`, because by the time the
+ *   response finishes an error may have unwound a mounted router and reset `req.baseUrl`.
+ * - Fastify: its `fastify.initialization` channel hands us each new instance; a root `onRequest`
+ *   hook (the first hook, so it runs before any plugin's hooks) copies the route URL (prefix
+ *   included) onto the raw request. Requests answered before the handler — an auth hook's 401, a
+ *   schema validation 400 — keep their route template.
+ * - Koa + @koa/router (or koa-router): the router assigns `ctx._matchedRoute`; accessors on Koa's
+ *   shared context prototype copy the matched route onto the raw request (see hookKoaContext). Koa's ESM entry wraps its CommonJS
+ *   files, so the prototype is found in require.cache whichever way the app imported Koa (Express
+ *   has no ESM build, so the same holds for it).
  * A template found this way is stored on the raw request under ROUTE.
  */
 export const ROUTE = Symbol.for('prefork-otel.route');
+/** Express: req.baseUrl when req.route was assigned */
+const ROUTE_BASE = Symbol('prefork-otel.expressRouteBase');
+const EXPRESS_ROUTE = Symbol('prefork-otel.expressRoute');
 
 type RawReq = { [ROUTE]?: string };
 
+type FastifyRequest = { raw?: RawReq; routeOptions?: { url?: unknown } } & Record<symbol, { config?: { url?: unknown } } | undefined>;
+/** Fastify's own (private) key of the route context on its Request; found once, else the public getter */
+let fastifyContextKey: symbol | null | undefined;
+
+/** The route URL of a Fastify request without allocating (`request.routeOptions` builds an object per call). */
+function fastifyRouteUrl(request: FastifyRequest): unknown {
+  if (fastifyContextKey === undefined) {
+    fastifyContextKey = Object.getOwnPropertySymbols(request).find((s) => s.description === 'fastify.context') ?? null;
+  }
+  if (fastifyContextKey !== null) return request[fastifyContextKey]?.config?.url;
+  return request.routeOptions?.url;
+}
+
+function fastifyOnRequest(request: FastifyRequest, _reply: unknown, done: () => void): void {
+  const url = fastifyRouteUrl(request);
+  const raw = request.raw;
+  if (raw && typeof url === 'string') raw[ROUTE] = url;
+  done();
+}
+
 let fastifySubscribed = false;
+/** Hook every Fastify instance created from now on (the preload runs before the app creates one). */
 export function captureFastifyRoutes(): void {
   if (fastifySubscribed) return;
   fastifySubscribed = true;
-  diagnostics.subscribe('tracing:fastify.request.handler:start', (msg: unknown) => {
-    const m = msg as { request?: { raw?: RawReq }; route?: { url?: string } };
-    const raw = m.request?.raw;
-    const url = m.route?.url;
-    if (raw && typeof url === 'string') raw[ROUTE] = url;
+  diagnostics.subscribe('fastify.initialization', (msg: unknown) => {
+    const app = (msg as { fastify?: { addHook?: (name: string, fn: unknown) => unknown } }).fastify;
+    try {
+      app?.addHook?.('onRequest', fastifyOnRequest);
+    } catch {
+      // an instance that refuses hooks keeps the normalised-path fallback
+    }
   });
 }
 
 const MATCHED = Symbol('prefork-otel.koaMatchedRoute');
-const HOOKED = Symbol.for('prefork-otel.koaHooked');
+const KOA_ROUTER = Symbol('prefork-otel.koaRouter');
+/** a router has just dispatched: its next _matchedRoute is the route template */
+const ARMED = Symbol('prefork-otel.koaRouterArmed');
+const HOOKED = Symbol.for('prefork-otel.routeHooked');
 const KOA_CONTEXT = /[\\/]koa[\\/]lib[\\/]context\.js$/;
+const EXPRESS_REQUEST = /[\\/]express[\\/]lib[\\/]request\.js$/;
 
-/** Install the `_matchedRoute` accessor on every loaded copy of Koa's context prototype. Cheap, idempotent. */
-export function captureKoaRoutes(): void {
+type Proto = Record<string | symbol, unknown>;
+
+/**
+ * @koa/router (and koa-router) assign `ctx.router` when a router dispatches, then `ctx._matchedRoute`
+ * first with the matched route's path, then again with the path of every layer it runs — including
+ * `router.use()` middleware, whose path is a pattern such as `/api/admin(?:\/|$)`. So the first
+ * `_matchedRoute` after each `ctx.router` assignment is the route template; later ones are ignored
+ * (a router library that never sets `ctx.router` gets its first value).
+ */
+function hookKoaContext(proto: Proto): void {
+  Object.defineProperty(proto, 'router', {
+    configurable: true,
+    enumerable: false,
+    get(this: Proto) {
+      return this[KOA_ROUTER];
+    },
+    set(this: Proto, v: unknown) {
+      this[KOA_ROUTER] = v;
+      this[ARMED] = true;
+    },
+  });
+  Object.defineProperty(proto, '_matchedRoute', {
+    configurable: true,
+    enumerable: false,
+    get(this: Proto) {
+      return this[MATCHED];
+    },
+    set(this: Proto, v: unknown) {
+      this[MATCHED] = v;
+      const req = this.req as RawReq | undefined;
+      if (req === undefined || typeof v !== 'string') return;
+      if (this[ARMED] === true || req[ROUTE] === undefined) {
+        this[ARMED] = false;
+        req[ROUTE] = v;
+      }
+    },
+  });
+}
+
+function hookExpressRequest(proto: Proto): void {
+  Object.defineProperty(proto, 'route', {
+    configurable: true,
+    enumerable: true,
+    get(this: Proto) {
+      return this[EXPRESS_ROUTE];
+    },
+    set(this: Proto, v: unknown) {
+      this[EXPRESS_ROUTE] = v;
+      this[ROUTE_BASE] = this.baseUrl;
+    },
+  });
+}
+
+/**
+ * Install the accessors on every loaded copy of Koa's context prototype and Express's request
+ * prototype. Called on the first request of each server; cheap and idempotent.
+ */
+export function captureLoadedFrameworkRoutes(): void {
   const cache = require.cache;
   for (const key of Object.keys(cache)) {
-    if (!KOA_CONTEXT.test(key)) continue;
-    const proto = cache[key]?.exports as Record<string | symbol, unknown> | undefined;
+    const koa = KOA_CONTEXT.test(key);
+    if (!koa && !EXPRESS_REQUEST.test(key)) continue;
+    const proto = cache[key]?.exports as Proto | undefined;
     if (!proto || typeof proto !== 'object' || proto[HOOKED]) continue;
     Object.defineProperty(proto, HOOKED, { value: true });
-    Object.defineProperty(proto, '_matchedRoute', {
-      configurable: true,
-      enumerable: false,
-      get(this: Record<symbol, unknown>) {
-        return this[MATCHED];
-      },
-      set(this: Record<string | symbol, unknown>, v: unknown) {
-        this[MATCHED] = v;
-        const req = this.req as RawReq | undefined;
-        if (req && (typeof v === 'string')) req[ROUTE] = v;
-      },
-    });
+    if (koa) hookKoaContext(proto);
+    else hookExpressRequest(proto);
   }
 }
 
@@ -80,6 +163,7 @@ type ObservedReq = RawReq & {
   baseUrl?: string;
   originalUrl?: string;
   url?: string;
+  [ROUTE_BASE]?: string;
 };
 
 /** The endpoint label of a finished request: framework route template, else the bounded normalised path. */
@@ -89,7 +173,9 @@ export function resolveEndpoint(req: ObservedReq, policy: EndpointPolicy): strin
   const route = req.route;
   if (route != null && route.path !== undefined) {
     const path = route.path;
-    const base = req.baseUrl;
+    // the base noted when the route was assigned; req.baseUrl if the accessor is not installed
+    const noted = req[ROUTE_BASE];
+    const base = noted !== undefined ? noted : req.baseUrl;
     if (!base && typeof path === 'string') return path;
     return expressEndpoint(base ?? '', path, policy);
   }
