@@ -140,7 +140,8 @@ const expressCache = new Map<string, Map<unknown, string>>();
 /**
  * Express endpoint: baseUrl + route.path. A mounted router's baseUrl is the matched prefix (it can
  * hold ids when the mount path has parameters), so it is normalised and, being request-derived, the
- * result counts against the endpoint cap. Cached: a repeated request builds no string.
+ * result is bounded by the policy's route cap (not the raw-path cap: 404s cannot push real routes
+ * into the overflow value). Cached: a repeated request builds no string.
  */
 function expressEndpoint(baseUrl: string, path: unknown, policy: EndpointPolicy): string {
   let byPath = expressCache.get(baseUrl);
@@ -152,7 +153,7 @@ function expressEndpoint(baseUrl: string, path: unknown, policy: EndpointPolicy)
   let ep = byPath.get(path);
   if (ep === undefined) {
     const p = Array.isArray(path) ? path.map(String).join('|') : String(path);
-    ep = policy.admit(normalizePath(baseUrl) + (p === '/' ? '' : p));
+    ep = policy.admitRoute(normalizePath(baseUrl) + (p === '/' ? '' : p));
     byPath.set(path, ep);
   }
   return ep;

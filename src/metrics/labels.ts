@@ -72,11 +72,14 @@ export function normalizePath(url: string): string {
  * Resolves raw request URLs to bounded endpoint values. A per-process cache maps a raw URL to its
  * endpoint (so a repeated URL costs one Map lookup); at most `maxEndpoints` distinct normalised
  * values are ever produced, the rest become OVERFLOW_ENDPOINT. Route templates reported by a
- * framework are not counted against the cap: they are bounded by the application's code.
+ * framework are not counted against the cap: they are bounded by the application's code. Templates
+ * partly built from the request (Express: a mounted router's matched prefix) have a cap of their
+ * own (`admitRoute`), so unmatched paths — a scanner's 404s — can never crowd out real routes.
  */
 export class EndpointPolicy {
   private readonly cache = new Map<string, string>();
   private readonly seen = new Set<string>();
+  private readonly routes = new Set<string>();
   private readonly cacheLimit: number;
   constructor(readonly maxEndpoints: number) {
     this.cacheLimit = Math.max(1024, maxEndpoints * 4);
@@ -97,6 +100,14 @@ export class EndpointPolicy {
     if (this.seen.has(ep)) return ep;
     if (this.seen.size >= this.maxEndpoints) return OVERFLOW_ENDPOINT;
     this.seen.add(ep);
+    return ep;
+  }
+
+  /** Admit a route template built partly from request data, under a cap separate from raw paths'. */
+  admitRoute(ep: string): string {
+    if (this.routes.has(ep)) return ep;
+    if (this.routes.size >= this.maxEndpoints) return OVERFLOW_ENDPOINT;
+    this.routes.add(ep);
     return ep;
   }
 

@@ -1,0 +1,110 @@
+/**
+ * The endpoint bound under a path scan: 10,000 distinct paths against a server with
+ * PREFORK_OTEL_MAX_ENDPOINTS=50 give exactly 50 distinct normalised endpoints + `__overflow__`, with
+ * every request still counted; ids collapse before the cap; framework routes are never folded.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import {
+  FIXTURES, REGISTER_CJS, freePort, labelValues, scrape, select, startNode, total, value, waitFor, waitForHttp, type Proc,
+} from './helpers';
+import { sendAll, type Req } from './http-client';
+
+/** i → a distinct word of the letters g..z (never an id: no digits, no hex) */
+function word(i: number): string {
+  let s = '';
+  do {
+    s += String.fromCharCode(103 + (i % 20));
+    i = Math.floor(i / 20);
+  } while (i > 0);
+  return s;
+}
+
+async function start(fixture: string, env: Record<string, string>): Promise<{ app: Proc; appPort: number; metricsPort: number }> {
+  const appPort = await freePort();
+  const metricsPort = await freePort();
+  const app = startNode(['-r', REGISTER_CJS, join(FIXTURES, fixture)], {
+    APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1', ...env,
+  });
+  await waitFor(() => app.stdout.includes('listening'), 20_000, `${fixture} listening (stderr: ${app.stderr})`);
+  await waitForHttp(`http://127.0.0.1:${metricsPort}/metrics`).catch((e: Error) => {
+    throw new Error(`${e.message} (stderr: ${app.stderr})`);
+  });
+  return { app, appPort, metricsPort };
+}
+
+describe('endpoint cap on a node:http server (PREFORK_OTEL_MAX_ENDPOINTS=50)', () => {
+  let srv: Awaited<ReturnType<typeof start>>;
+  beforeAll(async () => { srv = await start('http-app.cjs', { PREFORK_OTEL_MAX_ENDPOINTS: '50' }); });
+  afterAll(async () => { await srv?.app.stop(); });
+
+  it('10,000 distinct paths: exactly 50 endpoints + __overflow__, every request counted', async () => {
+    const SCAN = 9_000;
+    const IDS = 1_000;
+    // first one id path (it takes one of the 50 slots), then the scan with id paths mixed in
+    const reqs: Req[] = [{ method: 'GET', path: '/items/1' }];
+    let ids = 1;
+    for (let i = 0; i < SCAN; i++) {
+      reqs.push({ method: 'GET', path: `/scan/${word(i)}/${word(i * 7 + 3)}?n=${i}` });
+      if (i % 9 === 4 && ids < IDS) {
+        reqs.push({ method: 'GET', path: `/items/${100 + i}` });
+        ids++;
+      }
+    }
+    expect(reqs.length).toBe(SCAN + IDS);
+    const statuses = await sendAll(srv.appPort, reqs, 16);
+    expect(Object.fromEntries(statuses)).toEqual({ 200: SCAN + IDS });
+
+    const s = await scrape(srv.metricsPort);
+    const endpoints = labelValues(s, 'gunicorn_worker_requests_total', 'endpoint');
+    expect(endpoints.length).toBe(51);
+    expect(endpoints).toContain('__overflow__');
+    expect(endpoints.filter((e) => e !== '__overflow__').length).toBe(50);
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(SCAN + IDS);
+    // ids are collapsed before the cap: every id path landed in its one endpoint, even after the cap was full
+    expect(value(s, 'gunicorn_worker_requests_total', { endpoint: '/items/:id' })).toBe(IDS);
+    // 49 scan paths were admitted (one request each), the rest overflowed
+    expect(value(s, 'gunicorn_worker_requests_total', { endpoint: '__overflow__' })).toBe(SCAN - 49);
+    for (const e of endpoints.filter((x) => x !== '__overflow__' && x !== '/items/:id')) {
+      expect(e).toMatch(/^\/scan\/[g-z]+\/[g-z]+$/);
+      expect(value(s, 'gunicorn_worker_requests_total', { endpoint: e })).toBe(1);
+    }
+    // the histogram follows the same series
+    expect(value(s, 'gunicorn_worker_request_duration_seconds_count', { endpoint: '__overflow__' })).toBe(SCAN - 49);
+    expect(value(s, 'gunicorn_worker_request_duration_seconds_bucket', { endpoint: '__overflow__', le: '+Inf' })).toBe(SCAN - 49);
+    expect(select(s, 'gunicorn_worker_request_duration_seconds_count').length).toBe(51);
+
+    // the bound holds: another scan adds nothing but overflow
+    await sendAll(srv.appPort, Array.from({ length: 500 }, (_, i) => ({ method: 'GET', path: `/again/${word(i)}` })), 8);
+    const s2 = await scrape(srv.metricsPort);
+    expect(labelValues(s2, 'gunicorn_worker_requests_total', 'endpoint')).toEqual(endpoints);
+    expect(value(s2, 'gunicorn_worker_requests_total', { endpoint: '__overflow__' })).toBe(SCAN - 49 + 500);
+  });
+});
+
+describe('endpoint cap on Express (PREFORK_OTEL_MAX_ENDPOINTS=5)', () => {
+  let srv: Awaited<ReturnType<typeof start>>;
+  beforeAll(async () => { srv = await start('express-app.cjs', { PREFORK_OTEL_MAX_ENDPOINTS: '5' }); });
+  afterAll(async () => { await srv?.app.stop(); });
+
+  it('a 404 scan fills the cap but never folds route templates, mounted or not', async () => {
+    await sendAll(srv.appPort, Array.from({ length: 300 }, (_, i) => ({ method: 'GET', path: `/probe/${word(i)}` })), 8);
+    const routes: Array<[Req, string]> = [
+      [{ method: 'GET', path: '/users/5' }, '/users/:userId'],
+      [{ method: 'POST', path: '/users' }, '/users'],
+      [{ method: 'GET', path: '/status/201' }, '/status/:code'],
+      [{ method: 'GET', path: '/api/v1/items/3' }, '/api/v1/items/:itemId'],
+      [{ method: 'DELETE', path: '/api/v1/items/4' }, '/api/v1/items/:itemId'],
+      [{ method: 'GET', path: '/api/v1/orders/1/lines/2' }, '/api/v1/orders/:orderId/lines/:lineNo'],
+      [{ method: 'POST', path: '/api/v1/unavailable' }, '/api/v1/unavailable'],
+      [{ method: 'GET', path: '/api/v1/admin/accounts/9', headers: { 'x-token': 'secret' } }, '/api/v1/admin/accounts/:accountId'],
+    ];
+    await sendAll(srv.appPort, routes.map(([r]) => r), 2);
+    const s = await scrape(srv.metricsPort);
+    for (const [r, endpoint] of routes) expect(value(s, 'gunicorn_worker_requests_total', { method: r.method, endpoint })).toBe(1);
+    const probes = select(s, 'gunicorn_worker_requests_total', { method: 'GET' }).filter((x) => x.labels.endpoint!.startsWith('/probe/'));
+    expect(probes.length).toBe(5);
+    expect(value(s, 'gunicorn_worker_requests_total', { endpoint: '__overflow__' })).toBe(295);
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(300 + routes.length);
+  });
+});
