@@ -78,7 +78,9 @@ export class RequestMetricProducer implements MetricProducer {
       sum(M.failedRequests.name, M.failedRequests.help, failed),
       sum(M.errorHandling.name, M.errorHandling.help, errors),
     ];
-    return { scope: { ...SCOPE }, metrics };
+    // a metric without points is left out: in `otel` recording mode (no store registered) the SDK's
+    // own instruments carry these names, and a second, empty family would repeat their HELP / TYPE
+    return { scope: { ...SCOPE }, metrics: metrics.filter((m) => m.dataPoints.length > 0) };
   }
 }
 
