@@ -1,19 +1,59 @@
 /**
  * The preload: `node -r prefork-otel/register app.js` or `node --import prefork-otel/register app.js`.
- * Wires the layers for a process we did not start: config → worker runtime → scrape endpoint.
+ * Chooses how this process is observed, then wires the layers (src/modes/*):
+ *  - PREFORK_OTEL_ROLE=runner-master / runner-worker: the runner set this process up itself; nothing here;
+ *  - a node:cluster worker of a preloaded primary: cluster worker — report to the primary over IPC, no endpoint;
+ *  - a node:cluster worker of another primary (PM2 cluster mode): single process, with a warning;
+ *  - anything else: single process, which becomes the cluster master if it forks node:cluster workers.
  */
-import { exitOnUserError, loadConfig } from './config';
+import cluster from 'node:cluster';
+import { exitOnUserError, loadConfig, type ExporterConfig } from './config';
+import { isOurClusterWorker, startClusterPrimary, startClusterWorker } from './modes/cluster';
 import { startSingleProcess } from './modes/single';
 
+const LOADED = Symbol.for('prefork-otel.register');
+
+export type PreloadMode = 'none' | 'cluster-worker' | 'foreign-cluster-worker' | 'primary';
+
+export function chooseMode(config: ExporterConfig, env: NodeJS.ProcessEnv = process.env): PreloadMode {
+  const role = env.PREFORK_OTEL_ROLE;
+  if (role === 'runner-master' || role === 'runner-worker' || config.disabled) return 'none';
+  if (isOurClusterWorker(env)) return 'cluster-worker';
+  if (cluster.isWorker) return 'foreign-cluster-worker';
+  return 'primary';
+}
+
 function main(): void {
-  let config;
+  const g = globalThis as { [LOADED]?: true };
+  if (g[LOADED]) return;
+  g[LOADED] = true;
+  const role = process.env.PREFORK_OTEL_ROLE;
+  if (role === 'runner-master' || role === 'runner-worker') return;
+  let config: ExporterConfig;
   try {
     config = loadConfig();
   } catch (e) {
     exitOnUserError(e);
   }
-  if (config.disabled) return;
-  startSingleProcess(config).catch(exitOnUserError);
+  try {
+    switch (chooseMode(config)) {
+      case 'none':
+        return;
+      case 'cluster-worker':
+        startClusterWorker(config);
+        return;
+      case 'foreign-cluster-worker':
+        process.stderr.write(`prefork-otel: pid ${process.pid} is a node:cluster worker of a primary without the preload (PM2 cluster mode?): `
+          + 'each scrape reaches one worker only; set PROMETHEUS_MULTIPROC_DIR to serve all workers\' metrics\n');
+        startSingleProcess(config).catch(exitOnUserError);
+        return;
+      case 'primary':
+        startClusterPrimary(config).catch(exitOnUserError);
+        return;
+    }
+  } catch (e) {
+    exitOnUserError(e);
+  }
 }
 
 main();

@@ -16,7 +16,7 @@ interface Entry {
 }
 
 /** Only counters and histograms of an exited worker are kept (its gauges describe a dead process). */
-function cumulativeOnly(scopes: ScopeMetrics[]): ScopeMetrics[] {
+export function cumulativeOnly(scopes: ScopeMetrics[]): ScopeMetrics[] {
   return scopes.map((sm) => ({
     scope: sm.scope,
     metrics: sm.metrics.filter((m) => m.dataPointType === DataPointType.HISTOGRAM

@@ -26,17 +26,57 @@ export interface IpcEndpoint {
   connected?: boolean;
 }
 
+/** `cmd` of our messages on the internal channel (Node routes `cmd: 'NODE_…'` messages to 'internalMessage'). */
+export const INTERNAL_CMD = 'NODE_PREFORK_OTEL';
+
+type RawIpc = {
+  send?(message: unknown, callback?: (err: Error | null) => void): boolean;
+  on(event: 'internalMessage', listener: (m: unknown) => void): unknown;
+  off(event: 'internalMessage', listener: (m: unknown) => void): unknown;
+  connected?: boolean;
+};
+
+/**
+ * The same protocol on Node's internal IPC event instead of 'message': a message whose `cmd` starts
+ * with `NODE_` is delivered as 'internalMessage' (as node:cluster's own are), so an application's
+ * `process.on('message')`, `worker.on('message')` and `cluster.on('message')` handlers never see
+ * ours, and our listener does not ref the channel. Used where the application owns the IPC channel
+ * (node:cluster under the preload). `target`: `process` in a child, a ChildProcess in the parent.
+ */
+export function internalChannel(target: RawIpc): IpcEndpoint {
+  const wrapped = new Map<(m: unknown) => void, (m: unknown) => void>();
+  return {
+    send: (message, callback) => {
+      if (!target.send) return false;
+      return target.send({ ...(message as object), cmd: INTERNAL_CMD }, callback);
+    },
+    on: (_event, listener) => {
+      const w = (m: unknown) => { if ((m as { cmd?: unknown })?.cmd === INTERNAL_CMD) listener(m); };
+      wrapped.set(listener, w);
+      return target.on('internalMessage', w);
+    },
+    off: (_event, listener) => {
+      const w = wrapped.get(listener);
+      wrapped.delete(listener);
+      return w ? target.off('internalMessage', w) : undefined;
+    },
+    get connected() { return target.connected; },
+  };
+}
+
 /**
  * Worker side: answer the master's collect requests and push a snapshot every `intervalMs`
  * (unref'd). `flush(true)` sends the final snapshot and resolves once it is handed to the channel.
  */
 export class SnapshotResponder {
+  /** the last snapshot sent (a process ending abruptly can send it, freshened, synchronously) */
+  last: Snapshot | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly onMessage = (m: unknown) => {
     if (isOurMessage(m) && m[TAG] === 'collect') void this.send(false, (m as CollectMessage).id);
   };
 
-  constructor(private readonly telemetry: Telemetry, private readonly channel: IpcEndpoint = process as unknown as IpcEndpoint,
+  constructor(private readonly telemetry: Pick<Telemetry, 'collect'>, private readonly channel: IpcEndpoint = process as unknown as IpcEndpoint,
     private readonly pid = process.pid) {}
 
   start(intervalMs: number): this {
@@ -50,6 +90,7 @@ export class SnapshotResponder {
   async send(final: boolean, id?: number): Promise<void> {
     if (!this.channel.send || this.channel.connected === false) return;
     const snapshot = toSnapshot(await this.telemetry.collect(), this.pid, final);
+    this.last = snapshot;
     const msg: SnapshotMessage = { [TAG]: 'snapshot', snapshot };
     if (id !== undefined) msg.id = id;
     await new Promise<void>((resolve) => {

@@ -40,6 +40,22 @@ function jsonSafe(m: MetricData): MetricData {
   };
 }
 
+/**
+ * A snapshot that can be built synchronously when a process ends abruptly (`process.exit()`, where
+ * nothing asynchronous runs): the last full snapshot with the metrics of `fresh` (read synchronously,
+ * e.g. the fast-path request metrics) put in place of their older same-named versions. Metrics of
+ * `fresh` without data points do not replace anything (in `otel` recording mode the request metrics
+ * come from the SDK instruments, not from the synchronous producer).
+ */
+export function freshenSnapshot(last: Snapshot | undefined, fresh: ScopeMetrics, pid = process.pid, final = true): Snapshot {
+  const replace = new Set(fresh.metrics.filter((m) => m.dataPoints.length > 0).map((m) => m.descriptor.name));
+  const kept = (last?.scopeMetrics ?? []).map((sm) => ({ scope: sm.scope, metrics: sm.metrics.filter((m) => !replace.has(m.descriptor.name)) }));
+  const add = { scope: { name: fresh.scope.name, version: fresh.scope.version, schemaUrl: fresh.scope.schemaUrl }, metrics: fresh.metrics.filter((m) => replace.has(m.descriptor.name)).map(jsonSafe) };
+  const snap: Snapshot = { v: 1, pid, time: Date.now(), resource: last?.resource ?? {}, scopeMetrics: [...kept, add] };
+  if (final) snap.final = true;
+  return snap;
+}
+
 /** Validates the shape of something that claims to be a snapshot (IPC or a file can carry anything). */
 export function isSnapshot(x: unknown): x is Snapshot {
   const s = x as Snapshot;

@@ -1,33 +1,44 @@
 import type { ExporterConfig } from '../config';
 import { ConfigError } from '../config';
-import { startMetricsServer } from '../export/server';
+import { startMetricsServer, type MetricsServer } from '../export/server';
 import { WorkerRuntime } from '../workers/runtime';
 
-const WARNED = Symbol.for('prefork-otel.single');
+const RUNTIME = Symbol.for('prefork-otel.single');
 
 /**
- * One process serving HTTP itself: observe it and serve its metrics on the Prometheus endpoint.
+ * This process's one WorkerRuntime, created synchronously (the preload must be observing before the
+ * application's first line runs) and only once, even if the preload is loaded twice. Its state becomes
+ * `running` once the application's main module has run.
+ */
+export function processRuntime(config: ExporterConfig): WorkerRuntime {
+  const g = globalThis as { [RUNTIME]?: WorkerRuntime };
+  if (g[RUNTIME]) return g[RUNTIME];
+  const runtime = new WorkerRuntime(config);
+  g[RUNTIME] = runtime;
+  setImmediate(() => runtime.metrics.updateWorkerState('running')).unref();
+  return runtime;
+}
+
+/**
+ * Serve `gather` on the Prometheus endpoint (PROMETHEUS_BIND_ADDRESS:PROMETHEUS_METRICS_PORT).
  * Metrics port in use: by default warn once on stderr and keep the app running without the endpoint
  * (a metrics side-port must not take the service down); PREFORK_OTEL_ON_PORT_IN_USE=exit makes it fatal.
  */
-export async function startSingleProcess(config: ExporterConfig): Promise<WorkerRuntime> {
-  const g = globalThis as { [WARNED]?: WorkerRuntime };
-  if (g[WARNED]) return g[WARNED];
-  const runtime = new WorkerRuntime(config);
-  g[WARNED] = runtime;
-  setImmediate(() => runtime.metrics.updateWorkerState('running')).unref();
-  if (config.exporters.includes('prometheus')) {
-    try {
-      await startMetricsServer({
-        host: config.bindAddress,
-        port: config.metricsPort,
-        path: config.metricsPath,
-        gather: () => runtime.telemetry.scrape(),
-      });
-    } catch (e) {
-      if (!(e instanceof ConfigError) || config.onPortInUse === 'exit') throw e;
-      process.stderr.write(`${e.message}; serving the app without the metrics endpoint (PREFORK_OTEL_ON_PORT_IN_USE=exit makes this fatal)\n`);
-    }
+export async function serveMetricsEndpoint(config: ExporterConfig, gather: () => Promise<string>): Promise<MetricsServer | undefined> {
+  try {
+    return await startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather });
+  } catch (e) {
+    if (!(e instanceof ConfigError) || config.onPortInUse === 'exit') throw e;
+    process.stderr.write(`${e.message}; serving the app without the metrics endpoint (PREFORK_OTEL_ON_PORT_IN_USE=exit makes this fatal)\n`);
+    return undefined;
   }
+}
+
+/** One process serving HTTP itself: observe it and serve its metrics on the Prometheus endpoint. */
+export async function startSingleProcess(config: ExporterConfig): Promise<WorkerRuntime> {
+  const existing = (globalThis as { [RUNTIME]?: WorkerRuntime })[RUNTIME];
+  if (existing) return existing;
+  const runtime = processRuntime(config);
+  if (config.exporters.includes('prometheus')) await serveMetricsEndpoint(config, () => runtime.telemetry.scrape());
   return runtime;
 }

@@ -1,0 +1,232 @@
+/**
+ * The preload under node:cluster (`node -r prefork-otel/register app.js`, app.js forking workers itself).
+ *
+ * Primary: a single process until it forks its first worker; from then on it is the master: its own
+ * `gunicorn_worker_*` series are no longer exported (it does not serve requests), it serves the
+ * aggregated endpoint (its own metrics + every worker's, gathered over IPC at scrape time with the
+ * `PREFORK_OTEL_SCRAPE_TIMEOUT` deadline), keeps exited workers' counters and histograms for
+ * `PREFORK_OTEL_RETENTION`, and records the restarts it observes through cluster 'exit' events.
+ *
+ * Worker (a cluster worker whose primary runs the preload): a WorkerRuntime answering the primary's
+ * collect requests and pushing a snapshot every `PREFORK_OTEL_SNAPSHOT_INTERVAL`; no endpoint of its own.
+ * Our messages travel on Node's internal IPC event, invisible to the application's own handlers.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { readFile } from 'node:fs/promises';
+import type { ResourceMetrics, ScopeMetrics } from '@opentelemetry/sdk-metrics';
+import type { ExporterConfig } from '../config';
+import { Aggregator } from '../export/aggregator';
+import { internalChannel, SnapshotResponder, TAG, WorkerLink, type SnapshotMessage } from '../export/ipc';
+import { serializePrometheus } from '../export/serializer';
+import { freshenSnapshot } from '../export/snapshot';
+import { M, SCOPE, type RestartReason } from '../metrics/contract';
+import { MasterMetrics } from '../metrics/MasterMetrics';
+import { processProducer } from '../metrics/Metrics';
+import type { WorkerRuntime } from '../workers/runtime';
+import { flushOnProcessEnd } from './lifecycle';
+import { processRuntime, serveMetricsEndpoint } from './single';
+
+/** Set by a primary running the preload to its pid; a cluster worker whose parent it is knows its master is ours. */
+export const PRIMARY_ENV = 'PREFORK_OTEL_CLUSTER_PRIMARY';
+
+/** Is this process a node:cluster worker whose primary runs the preload? */
+export function isOurClusterWorker(env: NodeJS.ProcessEnv = process.env): boolean {
+  return cluster.isWorker && env[PRIMARY_ENV] === String(process.ppid);
+}
+
+/** The contract's worker metrics (everything but the master's two). */
+const WORKER_METRICS: ReadonlySet<string> = new Set(Object.values(M).map((d) => d.name)
+  .filter((name) => name !== M.workerRestarts.name && name !== M.signals.name));
+
+/** The metrics of `rm` without the worker metrics of the contract (a master serves no requests). */
+export function withoutWorkerMetrics(rm: ResourceMetrics): ResourceMetrics {
+  return {
+    resource: rm.resource,
+    scopeMetrics: rm.scopeMetrics.map((sm) => ({ scope: sm.scope, metrics: sm.metrics.filter((m) => !WORKER_METRICS.has(m.descriptor.name)) })),
+  };
+}
+
+/**
+ * The kernel OOM killer's count for this cgroup (v2 `memory.events`, v1 `memory.oom_control`): a worker
+ * killed by SIGKILL while the count went up was killed for memory. Undefined where unreadable.
+ */
+export class OomKillCounter {
+  private file: string | null | undefined;
+  private last: number | undefined;
+
+  private async read(): Promise<number | undefined> {
+    if (this.file === undefined) {
+      this.file = null;
+      const own = await readFile('/proc/self/cgroup', 'utf8').catch(() => '');
+      const v2 = /^0::(.*)$/m.exec(own)?.[1];
+      const v1 = /^\d+:[^:]*\bmemory\b[^:]*:(.*)$/m.exec(own)?.[1];
+      const candidates = [
+        '/sys/fs/cgroup/memory.events',
+        v2 && `/sys/fs/cgroup${v2}/memory.events`,
+        '/sys/fs/cgroup/memory/memory.oom_control',
+        v1 && `/sys/fs/cgroup/memory${v1}/memory.oom_control`,
+      ].filter((f): f is string => !!f);
+      for (const f of candidates) {
+        if (/\boom_kill (\d+)/.test(await readFile(f, 'utf8').catch(() => ''))) {
+          this.file = f;
+          break;
+        }
+      }
+    }
+    if (!this.file) return undefined;
+    const m = /\boom_kill (\d+)/.exec(await readFile(this.file, 'utf8').catch(() => ''));
+    return m ? Number(m[1]) : undefined;
+  }
+
+  /** remember the current count */
+  async baseline(): Promise<void> {
+    this.last = await this.read();
+  }
+
+  /** did the count go up since the last look? (and remember the new count) */
+  async increased(): Promise<boolean> {
+    const before = this.last;
+    const now = await this.read();
+    this.last = now;
+    return now !== undefined && before !== undefined && now > before;
+  }
+}
+
+/**
+ * The restart reason of a worker exit the primary did not ask for (not after `disconnect()` / `kill()`):
+ *  - `oom`: killed by SIGABRT (how V8 ends a process on "JavaScript heap out of memory", unless the worker
+ *    runs with --abort-on-uncaught-exception), or by SIGKILL while the cgroup's OOM-kill count went up;
+ *  - `signal`: killed by any other signal (e.g. `kill -9`, SIGTERM from outside);
+ *  - `crash`: exited with a non-zero code (an uncaught exception exits with 1);
+ *  - undefined: exit code 0 — the worker ended on its own; not a restart.
+ */
+export async function exitReason(code: number | null, signal: string | null,
+  opts: { oom?: OomKillCounter; execArgv?: readonly string[] } = {}): Promise<RestartReason | undefined> {
+  if (signal === 'SIGABRT' && !(opts.execArgv ?? []).includes('--abort-on-uncaught-exception')) return 'oom';
+  if (signal === 'SIGKILL' && opts.oom && await opts.oom.increased()) return 'oom';
+  if (signal) return 'signal';
+  if (code !== null && code !== 0) return 'crash';
+  return undefined;
+}
+
+const NO_METRICS: ScopeMetrics = { scope: { ...SCOPE }, metrics: [] };
+
+/**
+ * A preloaded primary's view of node:cluster: it becomes the master at its first fork (its own
+ * observer and sampler stop, its own worker series are dropped, MasterMetrics appear on its
+ * MeterProvider) and records each unintended worker exit as a restart.
+ */
+export class PrimaryWatch {
+  master = false;
+  masterMetrics: MasterMetrics | undefined;
+  private readonly oom = new OomKillCounter();
+
+  constructor(private readonly runtime: WorkerRuntime, hooks: { fork?(w: Worker): void; exit?(w: Worker): void } = {}) {
+    if (!cluster.isPrimary) return;
+    cluster.on('fork', (w: Worker) => {
+      if (!this.master) this.becomeMaster();
+      hooks.fork?.(w);
+    });
+    cluster.on('exit', (w: Worker, code: number | null, signal: string | null) => {
+      hooks.exit?.(w);
+      const pid = w.process.pid;
+      if (w.exitedAfterDisconnect || pid === undefined) return;
+      const execArgv = (w.process.spawnargs ?? []).concat((process.env.NODE_OPTIONS ?? '').split(/\s+/));
+      void exitReason(code, signal, { oom: this.oom, execArgv }).then((reason) => {
+        if (reason) this.masterMetrics?.recordWorkerRestart(pid, reason);
+      });
+    });
+  }
+
+  private becomeMaster(): void {
+    this.master = true;
+    this.runtime.observer.stop();
+    this.runtime.sampler.stop();
+    this.masterMetrics = new MasterMetrics({ meterProvider: this.runtime.telemetry.meterProvider });
+    void this.oom.baseline();
+  }
+
+  /** this process's collected metrics, without worker series once it is a master */
+  async localMetrics(): Promise<ResourceMetrics> {
+    const rm = await this.runtime.telemetry.collect();
+    return this.master ? withoutWorkerMetrics(rm) : rm;
+  }
+
+  /** the request-path metrics read synchronously (none once a master) */
+  freshSync(): ScopeMetrics {
+    return this.master ? NO_METRICS : processProducer.scopeMetrics();
+  }
+}
+
+/**
+ * A process that is not a cluster worker: observed as a single process, and the aggregating master
+ * as soon as it forks cluster workers. Everything that must see the application's first fork is set
+ * up synchronously; the endpoint starts listening asynchronously.
+ */
+export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
+  process.env[PRIMARY_ENV] = String(process.pid);
+  const runtime = processRuntime(config);
+  const aggregator = new Aggregator(config.scrapeTimeoutMs, config.retentionMs);
+  const links = new Map<number, WorkerLink>();
+  const watch = new PrimaryWatch(runtime, {
+    fork: (w) => {
+      const pid = w.process.pid;
+      if (pid === undefined) return;
+      const link = new WorkerLink(pid, internalChannel(w.process as never), (s) => aggregator.update(s));
+      links.set(pid, link);
+      // 'close' comes after the IPC channel closed, so a final snapshot sent just before exit is not missed
+      w.process.once('close', () => link.close());
+    },
+    exit: (w) => {
+      const pid = w.process.pid;
+      if (pid === undefined) return;
+      links.delete(pid);
+      aggregator.exited(pid);
+    },
+  });
+  if (!config.exporters.includes('prometheus')) return Promise.resolve();
+  return serveMetricsEndpoint(config, async () => {
+    if (!watch.master) return runtime.telemetry.scrape();
+    const rm = await aggregator.gather(await watch.localMetrics(), [...links.values()]);
+    return serializePrometheus(rm, config);
+  });
+}
+
+/**
+ * A cluster worker of a preloaded primary: observed, answering the primary over IPC, no endpoint.
+ * A graceful end sends a final snapshot first: node:cluster calls `process.disconnect()` once the
+ * worker's servers have closed (after `worker.disconnect()` / `worker.kill()` in the primary, or
+ * `cluster.worker.disconnect()` here); the final snapshot is sent just before. SIGTERM / SIGINT
+ * without an application handler and `process.exit()` are covered by flushOnProcessEnd.
+ */
+export function startClusterWorker(config: ExporterConfig): WorkerRuntime {
+  const runtime = processRuntime(config);
+  const channel = internalChannel(process as never);
+  const responder = new SnapshotResponder(runtime.telemetry, channel).start(config.snapshotIntervalMs);
+  const timeoutMs = Math.max(1000, config.scrapeTimeoutMs);
+  let finalSent = false;
+  let finalFlush: Promise<void> | undefined;
+  const flush = () => (finalFlush ??= (async () => {
+    runtime.metrics.updateWorkerState('stopping');
+    await responder.stop(true);
+    finalSent = true;
+  })());
+  const bounded = () => Promise.race([flush().catch(() => undefined), new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
+
+  const disconnect = process.disconnect as (() => void) | undefined;
+  if (typeof disconnect === 'function') {
+    process.disconnect = function disconnectAfterFinalSnapshot(this: unknown) {
+      if (finalFlush || !process.connected) return disconnect.call(process);
+      void bounded().then(() => { if (process.connected) disconnect.call(process); });
+    };
+  }
+  flushOnProcessEnd({
+    flush,
+    flushSync: () => {
+      if (finalSent || !process.connected) return;
+      const msg: SnapshotMessage = { [TAG]: 'snapshot', snapshot: freshenSnapshot(responder.last, processProducer.scopeMetrics()) };
+      channel.send!(msg);
+    },
+  }, timeoutMs);
+  return runtime;
+}

@@ -1,0 +1,69 @@
+/**
+ * The end of a preloaded process: give its metrics one last chance to leave (a final snapshot to the
+ * cluster primary, a final multiproc file) wherever Node lets JavaScript run before the process goes.
+ *
+ *  - SIGTERM / SIGINT with no handler of the application's: flush (async, bounded by `timeoutMs`), then
+ *    re-raise the signal with the default action, so the process still ends "killed by SIGTERM"
+ *    exactly as it would have (the signal-exit pattern). When the application handles the signal
+ *    itself, we stay out of its way: its own `process.exit()` reaches the 'exit' hook below.
+ *  - 'beforeExit' (the event loop ran dry): async flush, once.
+ *  - 'exit' (`process.exit()`, or the end after 'beforeExit'): only synchronous code runs, so `sync()`
+ *    must do its work synchronously (write a file, hand a message to the IPC pipe).
+ *  - SIGKILL, a crash of V8 (OOM abort), a power cut: nothing runs; what happened since the last
+ *    periodic snapshot is lost. That is the window `PREFORK_OTEL_SNAPSHOT_INTERVAL` bounds.
+ */
+export interface FinalFlush {
+  /** full final flush (may collect asynchronously) */
+  flush(): Promise<void>;
+  /** synchronous last resort on 'exit' */
+  flushSync(): void;
+}
+
+const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+
+/**
+ * Listeners of `sig` that belong to the application, not counting ours (1) nor those of the
+ * `signal-exit` package (which, like us, only re-raises when no one else listens: counting each other
+ * as "the application" would leave the signal unhandled).
+ */
+function applicationListeners(sig: NodeJS.Signals): number {
+  const g = globalThis as Record<symbol, unknown>;
+  const p = process as unknown as Record<string, unknown>;
+  const v4 = g[Symbol.for('signal-exit emitter')] as { count?: unknown } | undefined;
+  const v3 = p.__signal_exit_emitter__ as { count?: unknown } | undefined;
+  const polite = (typeof v4?.count === 'number' ? v4.count : 0) + (typeof v3?.count === 'number' ? v3.count : 0);
+  return process.listenerCount(sig) - 1 - polite;
+}
+
+export function flushOnProcessEnd(f: FinalFlush, timeoutMs: number): void {
+  let flushing: Promise<void> | undefined;
+  const bounded = () => (flushing ??= Promise.race([
+    f.flush().catch(() => undefined),
+    new Promise<void>((r) => setTimeout(r, timeoutMs).unref()),
+  ]));
+
+  for (const sig of SIGNALS) {
+    const onSignal = () => {
+      // the application handles this signal itself: its exit path reaches 'exit'
+      if (applicationListeners(sig) > 0) return;
+      void bounded().then(() => {
+        process.removeListener(sig, onSignal);
+        process.kill(process.pid, sig);
+      });
+    };
+    process.on(sig, onSignal);
+  }
+  let beforeExitDone = false;
+  process.on('beforeExit', () => {
+    if (beforeExitDone) return;
+    beforeExitDone = true;
+    void bounded();
+  });
+  process.on('exit', () => {
+    try {
+      f.flushSync();
+    } catch {
+      /* the process is ending: nothing sensible to do with an error here */
+    }
+  });
+}
