@@ -1,19 +1,19 @@
 import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import { ConfigError, invalid } from './errors';
+import { loadOtelEnv, type OtelEnv, type OtlpProtocol } from './otel';
 import {
   parseBool, parseBuckets, parseEnum, parseHost, parseInteger, parseNumber, parsePath, parsePort,
 } from './parse';
 
 export { ConfigError, invalid, exitOnUserError } from './errors';
 export * from './parse';
+export { loadOtelEnv, type MetricsExporterName, type OtlpProtocol, type OtelEnv } from './otel';
 
 /** Prometheus' client default buckets, in seconds (the reference's histogram is in seconds). */
 export const DEFAULT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
 export type PortInUsePolicy = 'warn' | 'exit';
 export type RecordingMode = 'fast' | 'otel';
-export type MetricsExporterName = 'prometheus' | 'otlp' | 'console' | 'none';
-export type OtlpProtocol = 'http/protobuf' | 'http/json' | 'grpc';
 
 /** The one typed configuration of the exporter side (metrics, endpoint, sampling). */
 export interface ExporterConfig {
@@ -49,12 +49,18 @@ export interface ExporterConfig {
   recording: RecordingMode;
   /** PREFORK_OTEL_DISABLED */
   disabled: boolean;
-  /** OTEL_METRICS_EXPORTER (comma list) */
-  exporters: MetricsExporterName[];
+  /** OTEL_METRICS_EXPORTER (comma list of prometheus, otlp, console; `none` → empty). Default: prometheus */
+  exporters: OtelEnv['exporters'];
+  /** OTEL_EXPORTER_OTLP_METRICS_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL (default http/protobuf) */
+  otlpProtocol: OtlpProtocol;
   /** OTEL_METRIC_EXPORT_INTERVAL (ms) */
   exportIntervalMs: number;
+  /** OTEL_METRIC_EXPORT_TIMEOUT (ms), at most the interval */
+  exportTimeoutMs: number;
   /** OTEL_SERVICE_NAME */
   serviceName: string | undefined;
+  /** OTEL_RESOURCE_ATTRIBUTES (decoded) */
+  resourceAttributes: Record<string, string>;
 }
 
 type Env = Record<string, string | undefined>;
@@ -74,10 +80,9 @@ function seconds(env: Env, name: string, dflt: number, min: number, max: number)
  * Throws ConfigError (one line: variable, value, what is allowed) on any invalid value.
  */
 export function loadConfig(env: Env = process.env, overrides: Partial<ExporterConfig> = {}): ExporterConfig {
-  const exportersRaw = has(env, 'OTEL_METRICS_EXPORTER') ? String(env.OTEL_METRICS_EXPORTER) : 'prometheus';
-  const exporters = exportersRaw.split(',').map((s) => s.trim()).filter(Boolean)
-    .map((s) => parseEnum('OTEL_METRICS_EXPORTER', s, ['prometheus', 'otlp', 'console', 'none'] as const));
-  if (exporters.length === 0) throw invalid('OTEL_METRICS_EXPORTER', exportersRaw, 'expected a comma list of prometheus, otlp, console, none');
+  // the standard OTel variables (OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_*, OTEL_METRIC_EXPORT_*, OTEL_SERVICE_NAME,
+  // OTEL_RESOURCE_ATTRIBUTES): see ./otel.ts
+  const otel = loadOtelEnv(env);
 
   const cfg: ExporterConfig = {
     metricsPort: has(env, 'PROMETHEUS_METRICS_PORT') ? parsePort('PROMETHEUS_METRICS_PORT', env.PROMETHEUS_METRICS_PORT) : 9091,
@@ -97,10 +102,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<ExporterCo
     targetInfo: has(env, 'PREFORK_OTEL_TARGET_INFO') ? parseBool('PREFORK_OTEL_TARGET_INFO', env.PREFORK_OTEL_TARGET_INFO) : true,
     recording: has(env, 'PREFORK_OTEL_RECORDING') ? parseEnum('PREFORK_OTEL_RECORDING', env.PREFORK_OTEL_RECORDING, ['fast', 'otel'] as const) : 'fast',
     disabled: has(env, 'PREFORK_OTEL_DISABLED') ? parseBool('PREFORK_OTEL_DISABLED', env.PREFORK_OTEL_DISABLED) : false,
-    exporters: exporters.includes('none') ? [] : [...new Set(exporters)],
-    exportIntervalMs: has(env, 'OTEL_METRIC_EXPORT_INTERVAL')
-      ? parseInteger('OTEL_METRIC_EXPORT_INTERVAL', env.OTEL_METRIC_EXPORT_INTERVAL, 1, 86400000) : 60000,
-    serviceName: has(env, 'OTEL_SERVICE_NAME') ? String(env.OTEL_SERVICE_NAME) : undefined,
+    ...otel,
     ...overrides,
   };
   return cfg;

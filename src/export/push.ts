@@ -1,44 +1,65 @@
 import {
   ConsoleMetricExporter, PeriodicExportingMetricReader, type MetricProducer, type MetricReader, type PushMetricExporter,
 } from '@opentelemetry/sdk-metrics';
-import { invalid, parseEnum, type ExporterConfig, type OtlpProtocol } from '../config';
+import { ConfigError, type ExporterConfig, type OtlpProtocol } from '../config';
 
-type Env = Record<string, string | undefined>;
+/**
+ * Push readers: OTLP (to an OpenTelemetry Collector) and console, as OTEL_METRICS_EXPORTER selects.
+ *
+ * The OTLP exporters are OpenTelemetry's maintained packages, one per protocol; each reads the rest of
+ * the standard OTLP environment itself (OTEL_EXPORTER_OTLP[_METRICS]_ENDPOINT, _HEADERS, _TIMEOUT,
+ * _COMPRESSION, _CERTIFICATE…, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE). src/config/otel.ts
+ * has already checked those values, so a typo stops start-up with one line instead of silently sending
+ * to the default endpoint.
+ *
+ * Every process that serves requests (the preload's process, each runner or cluster worker) has its own
+ * Telemetry and so its own push readers: each worker exports its own series (they carry worker_id) under
+ * its own resource (service.instance.id, process.pid), and a master exports its master metrics the same
+ * way. See docs/otel-collector.md for why workers push directly instead of through the master.
+ */
 
-/** OTLP protocol per the OTel spec: the metrics-specific variable wins over the general one. */
-export function otlpProtocol(env: Env = process.env): OtlpProtocol {
-  const name = env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL ? 'OTEL_EXPORTER_OTLP_METRICS_PROTOCOL' : 'OTEL_EXPORTER_OTLP_PROTOCOL';
-  const raw = env[name];
-  if (!raw) return 'http/protobuf';
-  return parseEnum(name, raw, ['http/protobuf', 'http/json', 'grpc'] as const);
-}
+/** The optional package for OTLP/gRPC (an optional peer dependency: it brings @grpc/grpc-js). */
+export const OTLP_GRPC_PACKAGE = '@opentelemetry/exporter-metrics-otlp-grpc';
+const OTLP_GRPC_VERSION = '0.223.0';
 
-/** The OTLP exporter of the maintained OTel package for the configured protocol (it reads OTEL_EXPORTER_OTLP_* itself). */
-export function createOtlpExporter(env: Env = process.env): PushMetricExporter {
-  const protocol = otlpProtocol(env);
-  if (protocol === 'http/json') {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
-    return new OTLPMetricExporter();
+/* eslint-disable @typescript-eslint/no-require-imports -- each protocol's exporter is loaded only when selected */
+export function createOtlpExporter(protocol: OtlpProtocol): PushMetricExporter {
+  switch (protocol) {
+    case 'http/protobuf': {
+      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-proto') as typeof import('@opentelemetry/exporter-metrics-otlp-proto');
+      return new OTLPMetricExporter();
+    }
+    case 'http/json': {
+      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
+      return new OTLPMetricExporter();
+    }
+    case 'grpc': {
+      let mod: { OTLPMetricExporter: new () => PushMetricExporter };
+      try {
+        mod = require(OTLP_GRPC_PACKAGE) as typeof mod;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
+        throw new ConfigError(
+          `prefork-otel: OTLP protocol grpc (OTEL_EXPORTER_OTLP_PROTOCOL) needs the optional package ${OTLP_GRPC_PACKAGE}: ` +
+          `npm install ${OTLP_GRPC_PACKAGE}@${OTLP_GRPC_VERSION} (or use http/protobuf, the default)`,
+        );
+      }
+      return new mod.OTLPMetricExporter();
+    }
   }
-  if (protocol === 'http/protobuf') {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-proto') as typeof import('@opentelemetry/exporter-metrics-otlp-proto');
-    return new OTLPMetricExporter();
-  }
-  throw invalid('OTEL_EXPORTER_OTLP_PROTOCOL', protocol, 'grpc is not supported by prefork-otel; use http/protobuf or http/json');
 }
+/* eslint-enable @typescript-eslint/no-require-imports */
 
-/** Push readers (OTLP, console) selected by OTEL_METRICS_EXPORTER, each with the fast-path producer. */
-export function createPushReaders(cfg: ExporterConfig, producers: MetricProducer[], env: Env = process.env): MetricReader[] {
+/** Push readers (OTLP, console) selected by OTEL_METRICS_EXPORTER, each with the fast-path producers. */
+export function createPushReaders(cfg: ExporterConfig, producers: MetricProducer[]): MetricReader[] {
   const readers: MetricReader[] = [];
   for (const name of cfg.exporters) {
     if (name === 'prometheus') continue;
-    const exporter = name === 'otlp' ? createOtlpExporter(env) : new ConsoleMetricExporter();
+    const exporter = name === 'otlp' ? createOtlpExporter(cfg.otlpProtocol) : new ConsoleMetricExporter();
     readers.push(new PeriodicExportingMetricReader({
       exporter,
       exportIntervalMillis: cfg.exportIntervalMs,
-      exportTimeoutMillis: Math.min(30000, cfg.exportIntervalMs),
+      exportTimeoutMillis: Math.min(cfg.exportTimeoutMs, cfg.exportIntervalMs),
       metricProducers: producers,
     }));
   }

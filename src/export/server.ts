@@ -51,6 +51,10 @@ export function startMetricsServer(o: MetricsServerOptions): Promise<MetricsServ
     );
   });
   ownServers.add(server);
+  // Not keeping the process alive (the preload) means its connections too: a scraper's keep-alive
+  // connection would otherwise hold an application that has finished its work open until the scraper
+  // hangs up (Prometheus never does, it scrapes every few seconds).
+  if (!o.ref) server.on('connection', (socket) => socket.unref());
   server.keepAliveTimeout = 65_000;
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
