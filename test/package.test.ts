@@ -1,0 +1,167 @@
+/**
+ * The package as a user gets it: `npm pack`, a fresh project that `npm install`s the tarball with
+ * Express, Fastify, Koa and @koa/router, unmodified apps under `node -r prefork-otel/register` and
+ * `node --import prefork-otel/register`, the library from CommonJS and ESM, all scraped over HTTP
+ * with exact counts, and `tsc` (nodenext) type-checking a .cts and a .mts consumer.
+ * Needs a built dist/ (`npm test` builds first) and the npm registry (or npm's cache) for the install.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  FIXTURES, ROOT, freePort, parseMetrics, scrapeText, select, startNode, tmpDir, waitFor, waitForHttp, type Proc, type Sample,
+} from './helpers';
+import { sendAll, type Req } from './http-client';
+
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+/** the versions the repository tests against, so npm can serve them from its cache */
+const dev = pkg.devDependencies as Record<string, string>;
+const CONSUMER_DEPS = ['express', 'fastify', 'koa', '@koa/router', '@types/node'].map((n) => `${n}@${dev[n]}`);
+
+let work: string;
+let project: string;
+let tarball: string;
+let packedFiles: string[];
+
+function npm(args: string[], cwd: string): string {
+  return execFileSync('npm', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+}
+
+beforeAll(() => {
+  work = tmpDir('prefork-otel-pack-');
+  // --ignore-scripts: prepack's clean build would wipe dist/ under tests running in parallel; dist/ is already built
+  const packed = JSON.parse(npm(['pack', '--ignore-scripts', '--json', '--pack-destination', work], ROOT))[0];
+  tarball = join(work, packed.filename);
+  packedFiles = packed.files.map((f: { path: string }) => f.path);
+  project = join(work, 'consumer');
+  execFileSync('mkdir', [project]);
+  writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }, null, 2));
+  for (const f of readdirSync(join(FIXTURES, 'consumer'))) copyFileSync(join(FIXTURES, 'consumer', f), join(project, f));
+  npm(['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', tarball, ...CONSUMER_DEPS], project);
+}, 180_000);
+
+describe('the tarball', () => {
+  it('holds every file package.json points at, and nothing from src/ or test/', () => {
+    const targets = new Set<string>([pkg.main, pkg.types, ...Object.values(pkg.bin as Record<string, string>)]);
+    const walk = (x: unknown): void => {
+      if (typeof x === 'string') targets.add(x);
+      else if (x && typeof x === 'object') Object.values(x).forEach(walk);
+    };
+    walk(pkg.exports);
+    for (const t of targets) expect(packedFiles, t).toContain(t.replace(/^\.\//, ''));
+    expect(packedFiles.filter((f) => /^(src|test|bench|scripts|node_modules)\//.test(f))).toEqual([]);
+    expect(packedFiles).toContain('README.md');
+    // the installed bin is executable with a shebang
+    const bin = join(project, 'node_modules/.bin/prefork-otel');
+    expect(statSync(bin).mode & 0o111).not.toBe(0);
+    expect(readFileSync(join(project, 'node_modules/prefork-otel', pkg.bin['prefork-otel']), 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
+  });
+});
+
+/** requests_total by "METHOD endpoint" */
+function byRoute(s: Sample[], name = 'gunicorn_worker_requests_total'): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const x of select(s, name)) out[`${x.labels.method} ${x.labels.endpoint}${x.labels.error_type ? ` ${x.labels.error_type}` : ''}`] = x.value;
+  return out;
+}
+
+async function runApp(args: string[], env: Record<string, string> = {}): Promise<{ app: Proc; port: number; metricsPort: number }> {
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const app = startNode(args, { PORT: String(port), PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1', ...env }, { cwd: project });
+  await waitFor(() => app.stdout.includes('listening'), 20_000, `${args.join(' ')} listening (stderr: ${app.stderr})`);
+  await waitForHttp(`http://127.0.0.1:${metricsPort}/metrics`);
+  return { app, port, metricsPort };
+}
+
+describe('unmodified apps under the installed preload', () => {
+  const running: Proc[] = [];
+  afterAll(async () => { await Promise.all(running.map((p) => p.stop())); });
+
+  it('Express (CommonJS) with node -r prefork-otel/register', async () => {
+    const { app, port, metricsPort } = await runApp(['-r', 'prefork-otel/register', 'shop-express.cjs']);
+    running.push(app);
+    const reqs: Req[] = [
+      ...Array.from({ length: 4 }, (_, i) => ({ method: 'GET', path: `/shop/products/SKU-${i}x` })),
+      ...Array.from({ length: 2 }, (_, i) => ({ method: 'POST', path: `/shop/carts/${i + 10}/items`, headers: { 'content-type': 'application/json' }, body: '{"sku":"a"}' })),
+      { method: 'GET', path: '/shop/checkout/991' },
+      ...Array.from({ length: 3 }, () => ({ method: 'GET', path: '/health' })),
+      { method: 'GET', path: '/nothing/99' },
+    ];
+    expect(Object.fromEntries(await sendAll(port, reqs, 2))).toEqual({ 200: 7, 201: 2, 404: 1, 500: 1 });
+    const s = parseMetrics(await scrapeText(metricsPort));
+    expect(byRoute(s)).toEqual({
+      'GET /shop/products/:sku': 4, 'POST /shop/carts/:cartId/items': 2, 'GET /shop/checkout/:orderId': 1, 'GET /health': 3, 'GET /nothing/:id': 1,
+    });
+    expect(byRoute(s, 'gunicorn_worker_failed_requests_total')).toEqual({ 'GET /shop/checkout/:orderId RequestError': 1 });
+    expect(select(s, 'gunicorn_worker_state').map((x) => x.labels)).toEqual([{ worker_id: String(app.child.pid), state: 'running' }]);
+  });
+
+  it('Koa (ESM) with node --import prefork-otel/register', async () => {
+    const { app, port, metricsPort } = await runApp(['--import', 'prefork-otel/register', 'blog-koa.mjs']);
+    running.push(app);
+    const reqs: Req[] = [
+      ...Array.from({ length: 5 }, (_, i) => ({ method: 'GET', path: `/blog/posts/hello-world-${i}` })),
+      { method: 'POST', path: '/blog/posts/hello-world/comments' },
+      ...Array.from({ length: 2 }, () => ({ method: 'DELETE', path: '/blog/posts/hello-world' })),
+    ];
+    expect(Object.fromEntries(await sendAll(port, reqs, 2))).toEqual({ 200: 5, 201: 1, 503: 2 });
+    const s = parseMetrics(await scrapeText(metricsPort));
+    expect(byRoute(s)).toEqual({ 'GET /blog/posts/:slug': 5, 'POST /blog/posts/:slug/comments': 1, 'DELETE /blog/posts/:slug': 2 });
+    expect(byRoute(s, 'gunicorn_worker_failed_requests_total')).toEqual({ 'DELETE /blog/posts/:slug RequestError': 2 });
+    expect(byRoute(s, 'gunicorn_worker_error_handling_total')).toEqual({ 'DELETE /blog/posts/:slug RequestError': 2 });
+  });
+
+  it('Fastify (ESM app) with node -r prefork-otel/register', async () => {
+    const { app, port, metricsPort } = await runApp(['-r', 'prefork-otel/register', 'widgets-fastify.mjs']);
+    running.push(app);
+    const reqs: Req[] = [
+      ...Array.from({ length: 3 }, (_, i) => ({ method: 'GET', path: `/v2/widgets/w${i}` })),
+      { method: 'PUT', path: '/v2/widgets/w1' },
+    ];
+    expect(Object.fromEntries(await sendAll(port, reqs, 2))).toEqual({ 200: 3, 409: 1 });
+    const s = parseMetrics(await scrapeText(metricsPort));
+    expect(byRoute(s)).toEqual({ 'GET /v2/widgets/:widgetId': 3, 'PUT /v2/widgets/:widgetId': 1 });
+    expect(select(s, 'gunicorn_worker_failed_requests_total')).toEqual([]);
+  });
+});
+
+describe('the library', () => {
+  const running: Proc[] = [];
+  afterAll(async () => { await Promise.all(running.map((p) => p.stop())); });
+
+  it('require(\'prefork-otel\'): Metrics and MasterMetrics, scraped', async () => {
+    const { app, metricsPort } = await runApp(['library.cjs']);
+    running.push(app);
+    const text = await scrapeText(metricsPort);
+    const s = parseMetrics(text);
+    expect(byRoute(s)).toEqual({ 'GET /orders/:orderId': 3, 'POST /orders': 1 });
+    expect(byRoute(s, 'gunicorn_worker_failed_requests_total')).toEqual({ 'POST /orders RequestError': 1 });
+    expect(byRoute(s, 'gunicorn_worker_error_handling_total')).toEqual({ 'POST /orders RequestError': 1, 'GET /orders/:orderId TimeoutError': 1 });
+    expect(select(s, 'gunicorn_master_worker_restarts_total').map((x) => [x.labels, x.value])).toEqual([[{ worker_id: '4242', reason: 'timeout' }, 1]]);
+    expect(select(s, 'gunicorn_master_signals_total').map((x) => [x.labels, x.value])).toEqual([[{ signal: 'HUP', action: 'reload' }, 2]]);
+    expect(select(s, 'gunicorn_worker_state').map((x) => x.labels)).toEqual([{ worker_id: 'lib-cjs', state: 'running' }]);
+    expect(select(s, 'gunicorn_worker_memory_bytes', { worker_id: 'lib-cjs' })[0]!.value).toBeGreaterThan(0);
+    const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(`${check.stdout}${check.stderr}`).toBe('');
+    expect(check.status).toBe(0);
+  });
+
+  it('import from \'prefork-otel\' (ESM): named and default exports, one instance with require()', async () => {
+    const { app, metricsPort } = await runApp(['library.mjs']);
+    running.push(app);
+    const s = parseMetrics(await scrapeText(metricsPort));
+    expect(byRoute(s)).toEqual({ 'PUT /carts/:cartId': 5, 'OTHER /coffee': 1 });
+    expect(byRoute(s, 'gunicorn_worker_failed_requests_total')).toEqual({ 'OTHER /coffee CPUError': 1 });
+    expect(select(s, 'gunicorn_worker_state').map((x) => x.labels)).toEqual([{ worker_id: 'lib-esm', state: 'stopping' }]);
+    expect(select(s, 'gunicorn_master_worker_restarts_total').map((x) => [x.labels, x.value])).toEqual([[{ worker_id: '4343', reason: 'max_requests' }, 1]]);
+    expect(select(s, 'gunicorn_master_signals_total').map((x) => [x.labels, x.value])).toEqual([[{ signal: 'TTIN', action: 'increment' }, 1]]);
+  });
+
+  it('type-checks a .cts and a .mts consumer with tsc (module/moduleResolution nodenext)', () => {
+    const r = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: project, encoding: 'utf8' });
+    expect(`${r.stdout}${r.stderr}`).toBe('');
+    expect(r.status).toBe(0);
+  });
+});
