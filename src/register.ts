@@ -2,6 +2,7 @@
  * The preload: `node -r prefork-otel/register app.js` or `node --import prefork-otel/register app.js`.
  * Chooses how this process is observed, then wires the layers (src/modes/*):
  *  - PREFORK_OTEL_ROLE=runner-master / runner-worker: the runner set this process up itself; nothing here;
+ *  - PROMETHEUS_MULTIPROC_DIR set: multiproc — write snapshots to the directory, serve the union if the port is free;
  *  - a node:cluster worker of a preloaded primary: cluster worker — report to the primary over IPC, no endpoint;
  *  - a node:cluster worker of another primary (PM2 cluster mode): single process, with a warning;
  *  - anything else: single process, which becomes the cluster master if it forks node:cluster workers.
@@ -9,15 +10,17 @@
 import cluster from 'node:cluster';
 import { exitOnUserError, loadConfig, type ExporterConfig } from './config';
 import { isOurClusterWorker, startClusterPrimary, startClusterWorker } from './modes/cluster';
+import { startMultiproc } from './modes/multiproc';
 import { startSingleProcess } from './modes/single';
 
 const LOADED = Symbol.for('prefork-otel.register');
 
-export type PreloadMode = 'none' | 'cluster-worker' | 'foreign-cluster-worker' | 'primary';
+export type PreloadMode = 'none' | 'multiproc' | 'cluster-worker' | 'foreign-cluster-worker' | 'primary';
 
 export function chooseMode(config: ExporterConfig, env: NodeJS.ProcessEnv = process.env): PreloadMode {
   const role = env.PREFORK_OTEL_ROLE;
   if (role === 'runner-master' || role === 'runner-worker' || config.disabled) return 'none';
+  if (config.multiprocDir !== undefined) return 'multiproc';
   if (isOurClusterWorker(env)) return 'cluster-worker';
   if (cluster.isWorker) return 'foreign-cluster-worker';
   return 'primary';
@@ -38,6 +41,9 @@ function main(): void {
   try {
     switch (chooseMode(config)) {
       case 'none':
+        return;
+      case 'multiproc':
+        startMultiproc(config);
         return;
       case 'cluster-worker':
         startClusterWorker(config);

@@ -23,7 +23,7 @@ import { M, SCOPE, type RestartReason } from '../metrics/contract';
 import { MasterMetrics } from '../metrics/MasterMetrics';
 import { processProducer } from '../metrics/Metrics';
 import type { WorkerRuntime } from '../workers/runtime';
-import { flushOnProcessEnd } from './lifecycle';
+import { endTimeoutMs, flushOnProcessEnd, hasPushReaders, NOTHING_TO_FLUSH } from './lifecycle';
 import { processRuntime, serveMetricsEndpoint } from './single';
 
 /** Set by a primary running the preload to its pid; a cluster worker whose parent it is knows its master is ours. */
@@ -184,6 +184,8 @@ export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
       aggregator.exited(pid);
     },
   });
+  // a signal must not cost the push readers their last export
+  if (hasPushReaders(config)) flushOnProcessEnd(NOTHING_TO_FLUSH, endTimeoutMs(config));
   if (!config.exporters.includes('prometheus')) return Promise.resolve();
   return serveMetricsEndpoint(config, async () => {
     if (!watch.master) return runtime.telemetry.scrape();
@@ -203,7 +205,7 @@ export function startClusterWorker(config: ExporterConfig): WorkerRuntime {
   const runtime = processRuntime(config);
   const channel = internalChannel(process as never);
   const responder = new SnapshotResponder(runtime.telemetry, channel).start(config.snapshotIntervalMs);
-  const timeoutMs = Math.max(1000, config.scrapeTimeoutMs);
+  const timeoutMs = endTimeoutMs(config);
   let finalSent = false;
   let finalFlush: Promise<void> | undefined;
   const flush = () => (finalFlush ??= (async () => {

@@ -1,9 +1,13 @@
+import type { ExporterConfig } from '../config';
+import { shutdownTelemetry } from '../export/telemetry';
+
 /**
  * The end of a preloaded process: give its metrics one last chance to leave (a final snapshot to the
  * cluster primary, a final multiproc file) wherever Node lets JavaScript run before the process goes.
  *
- *  - SIGTERM / SIGINT with no handler of the application's: flush (async, bounded by `timeoutMs`), then
- *    re-raise the signal with the default action, so the process still ends "killed by SIGTERM"
+ *  - SIGTERM / SIGINT with no handler of the application's: flush, then the final push export of the
+ *    OTLP / console readers (`shutdown()`), bounded together by `timeoutMs`, then re-raise the signal
+ *    with the default action, so the process still ends "killed by SIGTERM"
  *    exactly as it would have (the signal-exit pattern). When the application handles the signal
  *    itself, we stay out of its way: its own `process.exit()` reaches the 'exit' hook below.
  *  - 'beforeExit' (the event loop ran dry): async flush, once.
@@ -35,10 +39,28 @@ function applicationListeners(sig: NodeJS.Signals): number {
   return process.listenerCount(sig) - 1 - polite;
 }
 
+/** Nothing to flush but the push readers (a single process, a cluster primary). */
+export const NOTHING_TO_FLUSH: FinalFlush = { flush: async () => undefined, flushSync: () => undefined };
+
+/** Do push readers (OTLP, console) need a final export at the end? */
+export function hasPushReaders(config: Pick<ExporterConfig, 'exporters'>): boolean {
+  return config.exporters.some((e) => e !== 'prometheus');
+}
+
+/** How long the end of a process may wait for its flushes: the IPC / file flush, plus the final push export. */
+export function endTimeoutMs(config: Pick<ExporterConfig, 'exporters' | 'scrapeTimeoutMs' | 'exportTimeoutMs'>): number {
+  return Math.max(1000, config.scrapeTimeoutMs) + (hasPushReaders(config) ? config.exportTimeoutMs : 0);
+}
+
 export function flushOnProcessEnd(f: FinalFlush, timeoutMs: number): void {
   let flushing: Promise<void> | undefined;
   const bounded = () => (flushing ??= Promise.race([
     f.flush().catch(() => undefined),
+    new Promise<void>((r) => setTimeout(r, timeoutMs).unref()),
+  ]));
+  let ending: Promise<void> | undefined;
+  const beforeSignalExit = () => (ending ??= Promise.race([
+    bounded().then(() => shutdownTelemetry()).catch(() => undefined),
     new Promise<void>((r) => setTimeout(r, timeoutMs).unref()),
   ]));
 
@@ -46,7 +68,7 @@ export function flushOnProcessEnd(f: FinalFlush, timeoutMs: number): void {
     const onSignal = () => {
       // the application handles this signal itself: its exit path reaches 'exit'
       if (applicationListeners(sig) > 0) return;
-      void bounded().then(() => {
+      void beforeSignalExit().then(() => {
         process.removeListener(sig, onSignal);
         process.kill(process.pid, sig);
       });

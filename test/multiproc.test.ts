@@ -1,0 +1,194 @@
+/**
+ * PROMETHEUS_MULTIPROC_DIR: independent preloaded processes (not a cluster) write their snapshots to
+ * one directory; `prefork-otel exporter` (and the first of them to bind the port) serves the union.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  FIXTURES, REGISTER_CJS, freePort, hit, parseMetrics, scrape, scrapeText, select, startNode, tmpDir, total, value,
+  waitFor, waitForHttp, type Proc, type Sample,
+} from './helpers';
+
+const EXPORTER = join(FIXTURES, 'exporter.cjs');
+
+interface App { proc: Proc; port: number; pid: string; sent: number }
+
+function requestsOf(s: Sample[], pid: string): number {
+  return total(s, 'gunicorn_worker_requests_total', { worker_id: pid });
+}
+
+describe('PROMETHEUS_MULTIPROC_DIR with three independent processes and the exporter', () => {
+  const dir = tmpDir('prefork-otel-multiproc-');
+  let apps: App[] = [];
+  /** a fourth process: snapshots only at start and at exit, and it leaves the port to others */
+  let quiet: App;
+  let sharedPort: number;
+  let exporterPort: number;
+  let exporter: Proc;
+
+  async function startApp(env: Record<string, string>): Promise<App> {
+    const port = await freePort();
+    const proc = startNode(['-r', REGISTER_CJS, join(FIXTURES, 'http-app.cjs')], {
+      APP_PORT: String(port), PROMETHEUS_MULTIPROC_DIR: dir, PROMETHEUS_METRICS_PORT: String(sharedPort),
+      PROMETHEUS_BIND_ADDRESS: '127.0.0.1', PREFORK_OTEL_SNAPSHOT_INTERVAL: '0.2', ...env,
+    });
+    await waitForHttp(`http://127.0.0.1:${port}/ready`);
+    return { proc, port, pid: String(proc.child.pid), sent: 1 };
+  }
+
+  beforeAll(async () => {
+    sharedPort = await freePort();
+    exporterPort = await freePort();
+    [apps, quiet] = await Promise.all([
+      Promise.all([startApp({}), startApp({}), startApp({})]),
+      startApp({ PREFORK_OTEL_SNAPSHOT_INTERVAL: '3600', OTEL_METRICS_EXPORTER: 'none' }),
+    ]);
+    exporter = startNode([EXPORTER, '--port', String(exporterPort), '--bind', '127.0.0.1', '--dir', dir]);
+    await waitForHttp(`http://127.0.0.1:${exporterPort}/metrics`);
+  });
+  afterAll(async () => {
+    await Promise.all([...apps.map((a) => a.proc.stop()), quiet?.proc.stop(), exporter?.stop()]);
+  });
+
+  it('the exporter serves the exact union; the process that bound the port first serves the same', async () => {
+    const plan = [7, 11, 4];
+    for (let i = 0; i < 3; i++) {
+      const a = apps[i]!;
+      for (let k = 0; k < plan[i]!; k++) await hit(`http://127.0.0.1:${a.port}/users/${k}`);
+      await hit(`http://127.0.0.1:${a.port}/fail/x`);
+      a.sent += plan[i]! + 1;
+    }
+    const expected = apps.reduce((n, a) => n + a.sent, 0) + quiet.sent;
+    // the quiet process has not written since it started: only its start-up file (no requests yet)
+    await waitFor(async () => {
+      const s = await scrape(exporterPort);
+      return apps.every((a) => requestsOf(s, a.pid) === a.sent);
+    }, 15_000, 'every file written');
+    const text = await scrapeText(exporterPort);
+    const s = parseMetrics(text);
+    for (let i = 0; i < 3; i++) {
+      const a = apps[i]!;
+      expect(value(s, 'gunicorn_worker_requests_total', { worker_id: a.pid, method: 'GET', endpoint: '/users/:id' })).toBe(plan[i]);
+      expect(value(s, 'gunicorn_worker_failed_requests_total', { worker_id: a.pid, endpoint: '/fail/x', error_type: 'RequestError' })).toBe(1);
+      expect(value(s, 'gunicorn_worker_uptime_seconds', { worker_id: a.pid })).toBeGreaterThan(0);
+      expect(value(s, 'gunicorn_worker_memory_bytes', { worker_id: a.pid })).toBeGreaterThan(0);
+    }
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(expected - quiet.sent);
+    expect(total(s, 'gunicorn_worker_request_duration_seconds_count')).toBe(expected - quiet.sent);
+    const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(check.stderr + check.stdout).toBe('');
+    expect(check.status).toBe(0);
+
+    // one of the three serves the union on the shared port (the quiet one left it to them)
+    const viaApp = await scrape(sharedPort);
+    const server = select(viaApp, 'target_info')[0]!.labels.process_pid!;
+    expect(apps.map((a) => a.pid)).toContain(server);
+    for (const a of apps) expect(requestsOf(viaApp, a.pid)).toBe(a.sent);
+    // one file per process
+    expect(readdirSync(dir).filter((n) => n.endsWith('.json')).map((n) => /_(\d+)\.json$/.exec(n)![1]).sort())
+      .toEqual([...apps.map((a) => a.pid), quiet.pid].sort());
+  });
+
+  it('kill -9 of the serving process: its counters stay, its gauges go, another process takes the port', async () => {
+    const server = select(await scrape(sharedPort), 'target_info')[0]!.labels.process_pid!;
+    const victim = apps.find((a) => a.pid === server)!;
+    await hit(`http://127.0.0.1:${victim.port}/users/last`);
+    victim.sent += 1;
+    await waitFor(async () => requestsOf(await scrape(exporterPort), victim.pid) === victim.sent, 15_000, 'victim file current');
+    victim.proc.child.kill('SIGKILL');
+    await victim.proc.exited;
+
+    const s = await scrape(exporterPort);
+    expect(requestsOf(s, victim.pid)).toBe(victim.sent);
+    expect(total(s, 'gunicorn_worker_request_duration_seconds_count', { worker_id: victim.pid })).toBe(victim.sent);
+    for (const name of ['gunicorn_worker_memory_bytes', 'gunicorn_worker_cpu_percent', 'gunicorn_worker_uptime_seconds', 'gunicorn_worker_state']) {
+      expect(select(s, name, { worker_id: victim.pid })).toEqual([]);
+    }
+    // mark_process_dead: its file now says so, and holds no gauges
+    const file = readdirSync(dir).find((n) => n.endsWith(`_${victim.pid}.json`))!;
+    const content = JSON.parse(readFileSync(join(dir, file), 'utf8'));
+    expect(content.dead).toBe(true);
+    const kept = content.snapshot.scopeMetrics.flatMap((sm: { metrics: { dataPointType: number; isMonotonic?: boolean }[] }) => sm.metrics);
+    expect(kept.length).toBeGreaterThan(0);
+    // DataPointType: 0 HISTOGRAM, 3 SUM (monotonic: a counter); no GAUGE (2)
+    for (const m of kept) expect(m.dataPointType === 0 || (m.dataPointType === 3 && m.isMonotonic === true)).toBe(true);
+
+    const others = apps.filter((a) => a !== victim);
+    const after = await waitFor(async () => {
+      const x = await scrape(sharedPort);
+      return select(x, 'target_info')[0]!.labels.process_pid !== victim.pid ? x : undefined;
+    }, 15_000, 'another process serving the port');
+    expect(others.map((a) => a.pid)).toContain(select(after, 'target_info')[0]!.labels.process_pid);
+    for (const a of apps) expect(requestsOf(after, a.pid)).toBe(a.sent);
+    apps = others;
+  });
+
+  it('SIGTERM: a process whose periodic snapshot is far away still writes its final counts', async () => {
+    for (let k = 0; k < 5; k++) await hit(`http://127.0.0.1:${quiet.port}/items/${k}`);
+    quiet.sent += 5;
+    expect(requestsOf(await scrape(exporterPort), quiet.pid)).toBe(0);
+    const end = await quiet.proc.stop('SIGTERM');
+    expect(end.signal).toBe('SIGTERM'); // it still ends the way SIGTERM ends a process
+    const s = await scrape(exporterPort);
+    expect(requestsOf(s, quiet.pid)).toBe(quiet.sent);
+    expect(value(s, 'gunicorn_worker_requests_total', { worker_id: quiet.pid, endpoint: '/items/:id' })).toBe(5);
+    expect(select(s, 'gunicorn_worker_memory_bytes', { worker_id: quiet.pid })).toEqual([]);
+  });
+
+  it('process.exit(): the synchronous final write still carries every request, and the exit code is untouched', async () => {
+    const port = await freePort();
+    const script = `require('node:http').createServer((req, res) => {
+      if (req.url === '/exit') { res.end('bye', () => setImmediate(() => process.exit(3))); return; }
+      res.end('ok');
+    }).listen(${port}, '127.0.0.1');`;
+    const proc = startNode(['-r', REGISTER_CJS, '-e', script], {
+      PROMETHEUS_MULTIPROC_DIR: dir, PREFORK_OTEL_SNAPSHOT_INTERVAL: '3600', OTEL_METRICS_EXPORTER: 'none',
+    });
+    await waitForHttp(`http://127.0.0.1:${port}/ready`);
+    for (let k = 0; k < 8; k++) await hit(`http://127.0.0.1:${port}/orders/${k}`);
+    const pid = String(proc.child.pid);
+    expect(requestsOf(await scrape(exporterPort), pid)).toBe(0);
+    await hit(`http://127.0.0.1:${port}/exit`);
+    expect((await proc.exited).code).toBe(3);
+    const s = await scrape(exporterPort);
+    expect(requestsOf(s, pid)).toBe(1 + 8 + 1);
+    expect(value(s, 'gunicorn_worker_requests_total', { worker_id: pid, endpoint: '/orders/:id' })).toBe(8);
+    expect(select(s, 'gunicorn_worker_uptime_seconds', { worker_id: pid })).toEqual([]);
+  });
+});
+
+describe('multiproc user errors', () => {
+  it('an unwritable PROMETHEUS_MULTIPROC_DIR stops the preloaded process with one line', async () => {
+    const base = tmpDir();
+    const notADir = join(base, 'file');
+    writeFileSync(notADir, 'x');
+    const app = startNode(['-r', REGISTER_CJS, join(FIXTURES, 'http-app.cjs')], {
+      APP_PORT: String(await freePort()), PROMETHEUS_MULTIPROC_DIR: join(notADir, 'sub'),
+    });
+    const end = await app.exited;
+    expect(end.code).not.toBe(0);
+    expect(app.stderr.trim().split('\n')).toHaveLength(1);
+    expect(app.stderr).toMatch(/^prefork-otel: invalid PROMETHEUS_MULTIPROC_DIR=".*\/file\/sub": expected a writable directory/);
+  });
+
+  it('the exporter: an unwritable --dir, an unknown flag, a bad port → one line, exit 2', async () => {
+    const base = tmpDir();
+    writeFileSync(join(base, 'file'), 'x');
+    const cases: Array<[string[], RegExp]> = [
+      [['--dir', join(base, 'file', 'sub')], /^prefork-otel: invalid --dir=".*": expected a writable directory/],
+      [['--dir', base, '--frobnicate'], /^prefork-otel exporter: unknown option "--frobnicate": expected one of --port, --bind, --dir, --path, --help$/],
+      [['--dir', base, '--port', '70000'], /^prefork-otel: invalid --port="70000": expected an integer from 0 to 65535$/],
+      [['--dir', base, '--port'], /^prefork-otel exporter: option --port needs a value$/],
+      [['--dir', base, 'extra'], /^prefork-otel exporter: unexpected argument "extra"/],
+    ];
+    await Promise.all(cases.map(async ([args, message]) => {
+      const p = startNode([EXPORTER, ...args]);
+      const end = await p.exited;
+      expect(end.code, args.join(' ')).toBe(2);
+      expect(p.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+      expect(p.stderr.trim(), args.join(' ')).toMatch(message);
+    }));
+  });
+});
