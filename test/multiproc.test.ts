@@ -4,10 +4,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  FIXTURES, REGISTER_CJS, freePort, hit, parseMetrics, scrape, scrapeText, select, startNode, tmpDir, total, value,
+  FIXTURES, REGISTER_CJS, freePort, hit, labelValues, parseMetrics, scrape, scrapeText, select, startNode, tmpDir, total, value,
   waitFor, waitForHttp, type Proc, type Sample,
 } from './helpers';
 
@@ -156,6 +157,62 @@ describe('PROMETHEUS_MULTIPROC_DIR with three independent processes and the expo
     expect(requestsOf(s, pid)).toBe(1 + 8 + 1);
     expect(value(s, 'gunicorn_worker_requests_total', { worker_id: pid, endpoint: '/orders/:id' })).toBe(8);
     expect(select(s, 'gunicorn_worker_uptime_seconds', { worker_id: pid })).toEqual([]);
+  });
+});
+
+describe('PM2-like cluster mode: a primary without the preload gives it to its node:cluster workers', () => {
+  /** GET on a new connection, so node:cluster's round-robin spreads the scrapes over the workers */
+  function fresh(port: number, path: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => { body += d; });
+        res.on('end', () => resolve(body));
+      }).on('error', reject).end();
+    });
+  }
+
+  it('with PROMETHEUS_MULTIPROC_DIR every worker answers on the shared port with the same exact union', async () => {
+    const dir = tmpDir('prefork-otel-pm2-');
+    const appPort = await freePort();
+    const metricsPort = await freePort();
+    const app = startNode([join(FIXTURES, 'cluster-app.cjs')], {
+      WORKER_PRELOAD: REGISTER_CJS, CLUSTER_WORKERS: '2', APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(metricsPort),
+      PROMETHEUS_BIND_ADDRESS: '127.0.0.1', PROMETHEUS_MULTIPROC_DIR: dir, PREFORK_OTEL_SNAPSHOT_INTERVAL: '0.2',
+    });
+    try {
+      await waitFor(async () => (await fresh(appPort, '/pid')) !== '', 15_000, 'app');
+      const pids = [...app.stdout.matchAll(/^forked (\d+)$/gm)].map((m) => m[1]!).sort();
+      expect(pids).toHaveLength(2);
+      const sent = 1 + 20; // the readiness probe, then 20
+      for (let i = 0; i < 20; i++) await fresh(appPort, '/');
+      await waitFor(async () => total(parseMetrics(await fresh(metricsPort, '/metrics')), 'gunicorn_worker_requests_total') === sent, 15_000, 'union');
+      const answeredBy = new Set<string>();
+      for (let i = 0; i < 8; i++) {
+        const s = parseMetrics(await fresh(metricsPort, '/metrics'));
+        answeredBy.add(select(s, 'target_info')[0]!.labels.process_pid!);
+        expect(total(s, 'gunicorn_worker_requests_total')).toBe(sent);
+        expect(labelValues(s, 'gunicorn_worker_uptime_seconds', 'worker_id')).toEqual(pids);
+      }
+      expect([...answeredBy].sort()).toEqual(pids);
+      expect(app.stderr).toBe('');
+    } finally {
+      await app.stop();
+    }
+  });
+
+  it('without it, each worker warns once that a scrape reaches one worker only', async () => {
+    const appPort = await freePort();
+    const app = startNode([join(FIXTURES, 'cluster-app.cjs')], {
+      WORKER_PRELOAD: REGISTER_CJS, CLUSTER_WORKERS: '2', APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(await freePort()),
+      PROMETHEUS_BIND_ADDRESS: '127.0.0.1',
+    });
+    try {
+      await waitFor(() => app.stderr.split('\n').filter((l) => l.includes('set PROMETHEUS_MULTIPROC_DIR')).length === 2, 15_000, 'warnings');
+    } finally {
+      await app.stop();
+    }
   });
 });
 
