@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   FIXTURES, ROOT, freePort, parseMetrics, scrapeText, select, startNode, tmpDir, waitFor, waitForHttp, type Proc, type Sample,
@@ -40,6 +40,9 @@ beforeAll(() => {
   for (const f of readdirSync(join(FIXTURES, 'consumer'))) copyFileSync(join(FIXTURES, 'consumer', f), join(project, f));
   npm(['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', tarball, ...CONSUMER_DEPS], project);
 }, 180_000);
+
+// after every describe's own afterAll has stopped its processes
+afterAll(() => { if (work) rmSync(work, { recursive: true, force: true }); });
 
 describe('the tarball', () => {
   it('holds every file package.json points at, and nothing from src/ or test/', () => {

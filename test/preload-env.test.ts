@@ -137,7 +137,7 @@ describe('the preload never keeps a process alive nor changes how it ends', () =
     else expect(p.stderr).toBe('');
   });
 
-  it('installs no signal handler: SIGTERM ends a server under the preload as it would without', async () => {
+  it('SIGTERM still ends a server under the preload by SIGTERM, as it would without', async () => {
     const appPort = await freePort();
     const metricsPort = await freePort();
     const app = startNode(['-r', REGISTER_CJS, join(FIXTURES, 'http-app.cjs')], {
