@@ -1,5 +1,7 @@
+import type { ExportResult } from '@opentelemetry/core';
 import {
-  ConsoleMetricExporter, PeriodicExportingMetricReader, type MetricProducer, type MetricReader, type PushMetricExporter,
+  ConsoleMetricExporter, PeriodicExportingMetricReader,
+  type AggregationTemporality, type InstrumentType, type MetricProducer, type MetricReader, type PushMetricExporter, type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { ConfigError, type ExporterConfig, type OtlpProtocol } from '../config';
 
@@ -50,12 +52,36 @@ export function createOtlpExporter(protocol: OtlpProtocol): PushMetricExporter {
 }
 /* eslint-enable @typescript-eslint/no-require-imports */
 
-/** Push readers (OTLP, console) selected by OTEL_METRICS_EXPORTER, each with the fast-path producers. */
-export function createPushReaders(cfg: ExporterConfig, producers: MetricProducer[]): MetricReader[] {
+/** What a process pushes may differ from what it collects (a master pushes no worker series). */
+export type PushTransform = (rm: ResourceMetrics) => ResourceMetrics;
+
+/** An exporter that applies the process's current push transform before handing over to `inner`. */
+class TransformingExporter implements PushMetricExporter {
+  readonly selectAggregationTemporality?: (t: InstrumentType) => AggregationTemporality;
+  constructor(private readonly inner: PushMetricExporter, private readonly transform: () => PushTransform | undefined) {
+    if (inner.selectAggregationTemporality) this.selectAggregationTemporality = inner.selectAggregationTemporality.bind(inner);
+  }
+  export(metrics: ResourceMetrics, done: (result: ExportResult) => void): void {
+    const t = this.transform();
+    this.inner.export(t ? t(metrics) : metrics, done);
+  }
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush();
+  }
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
+  }
+}
+
+/**
+ * Push readers (OTLP, console) selected by OTEL_METRICS_EXPORTER, each with the fast-path producers;
+ * `transform()` (read at every export) may reshape what leaves.
+ */
+export function createPushReaders(cfg: ExporterConfig, producers: MetricProducer[], transform: () => PushTransform | undefined = () => undefined): MetricReader[] {
   const readers: MetricReader[] = [];
   for (const name of cfg.exporters) {
     if (name === 'prometheus') continue;
-    const exporter = name === 'otlp' ? createOtlpExporter(cfg.otlpProtocol) : new ConsoleMetricExporter();
+    const exporter = new TransformingExporter(name === 'otlp' ? createOtlpExporter(cfg.otlpProtocol) : new ConsoleMetricExporter(), transform);
     readers.push(new PeriodicExportingMetricReader({
       exporter,
       exportIntervalMillis: cfg.exportIntervalMs,

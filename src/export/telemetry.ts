@@ -6,7 +6,7 @@ import {
 import { M } from '../metrics/contract';
 import type { ExporterConfig } from '../config';
 import { processResource } from './resource';
-import { createPushReaders } from './push';
+import { createPushReaders, type PushTransform } from './push';
 import { serializePrometheus } from './serializer';
 
 /** The Views the contract needs: the duration histogram in seconds with the configured buckets. */
@@ -45,6 +45,7 @@ export class Telemetry {
   readonly pushReaders: MetricReader[];
   private closed = false;
   private readonly onBeforeExit: (() => void) | undefined;
+  private pushTransform: PushTransform | undefined;
 
   constructor(readonly config: ExporterConfig, producers: MetricProducer[], resourceAttributes: Attributes = {}) {
     this.prometheus = new PrometheusExporter({
@@ -53,7 +54,7 @@ export class Telemetry {
       withoutScopeInfo: true,
       withoutTargetInfo: !config.targetInfo,
     });
-    this.pushReaders = createPushReaders(config, producers);
+    this.pushReaders = createPushReaders(config, producers, () => this.pushTransform);
     this.meterProvider = new MeterProvider({
       resource: processResource(config, resourceAttributes),
       views: contractViews(config.buckets),
@@ -76,6 +77,15 @@ export class Telemetry {
   /** The exposition text of this process alone. */
   async scrape(): Promise<string> {
     return serializePrometheus(await this.collect(), this.config);
+  }
+
+  /**
+   * Reshape what the push readers send from now on (the scrape path is not affected). A master that
+   * serves no requests itself sets `withoutWorkerMetrics`, so its OTLP export carries only the master
+   * metrics while each worker exports its own series.
+   */
+  setPushTransform(transform: PushTransform | undefined): void {
+    this.pushTransform = transform;
   }
 
   /** Export now on every push reader (OTLP, console): what has been counted so far leaves the process. */

@@ -1,0 +1,117 @@
+/**
+ * End to end against a real Prometheus (Debian's `prometheus`, installed by .ci/run): it scrapes a
+ * preloaded app every second; the test sends a known set of requests and asks Prometheus' HTTP API
+ * for exact numbers — the totals, the failure counters, histogram_quantile over the duration buckets,
+ * the master counters — then evaluates every query of the shipped Grafana dashboard.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FIXTURES, REGISTER_CJS, ROOT, freePort, hit, startNode, waitFor, type Proc } from './helpers';
+import { startPrometheus, type PromServer } from './fixtures/prometheus';
+
+const DASHBOARD = join(ROOT, 'otel-collector/grafana/dashboards/prefork-otel.json');
+
+/** Every PromQL expression of the dashboard, with Grafana's variables filled in for `job`. */
+export function dashboardQueries(job: string): Array<{ panel: string; expr: string }> {
+  const d = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as { panels: Array<{ title: string; type: string; targets?: Array<{ expr: string }> }> };
+  return d.panels.filter((p) => p.type !== 'row').flatMap((p) => (p.targets ?? []).map((t) => ({
+    panel: p.title,
+    expr: t.expr.replaceAll('$job', job).replaceAll('$worker_id', '.*').replaceAll('$__rate_interval', '20s').replaceAll('$__range', '5m'),
+  })));
+}
+
+describe('a real Prometheus scraping a preloaded app', () => {
+  let app: Proc;
+  let appPort: number;
+  let prom: PromServer;
+
+  beforeAll(async () => {
+    appPort = await freePort();
+    const metricsPort = await freePort();
+    app = startNode(['-r', REGISTER_CJS, join(FIXTURES, 'otlp-app.cjs')], {
+      APP_PORT: String(appPort),
+      PROMETHEUS_METRICS_PORT: String(metricsPort),
+      PROMETHEUS_BIND_ADDRESS: '127.0.0.1',
+      // two buckets make the quantiles exact: fast requests (< 1 s) in the first, the 1.5 s ones in the second
+      PREFORK_OTEL_BUCKETS: '1,60',
+      PREFORK_OTEL_CPU_INTERVAL: '0.5',
+      PREFORK_OTEL_MEMORY_INTERVAL: '0.5',
+      MASTER_EVENTS: '1',
+    });
+    await waitFor(() => app.stdout.includes('listening'), 20_000, 'app listening');
+    prom = await startPrometheus([{ job: 'prefork-otel', target: `127.0.0.1:${metricsPort}` }]);
+  });
+  afterAll(async () => {
+    await prom?.stop();
+    await app?.stop();
+  });
+
+  it('has exactly the numbers that were sent: totals, per endpoint, failures, histogram quantiles, master counters', async () => {
+    await waitFor(async () => (await prom.query('up{job="prefork-otel"} == 1')).length === 1, 30_000, 'target up');
+    const base = `http://127.0.0.1:${appPort}`;
+    const slow = Promise.all(Array.from({ length: 10 }, () => hit(`${base}/slow?ms=1500`)));
+    for (let i = 0; i < 90; i++) await hit(`${base}/users/${i}`);
+    for (let i = 0; i < 7; i++) await hit(`${base}/fail/x`, { method: 'DELETE' });
+    for (let i = 0; i < 3; i++) await hit(`${base}/throw`, { method: 'PUT' });
+    expect(await slow).toEqual(Array(10).fill(200));
+
+    // Prometheus has them once a scrape after the last request has been stored
+    await waitFor(async () => (await prom.query('sum(gunicorn_worker_requests_total) == 110')).length === 1, 30_000, '110 requests in Prometheus');
+    const pid = String(app.child.pid);
+    expect(await prom.scalar('sum(gunicorn_worker_requests_total)')).toBe(110);
+    const byRoute = await prom.query('sum by (method, endpoint) (gunicorn_worker_requests_total)');
+    expect(Object.fromEntries(byRoute.map((r) => [`${r.metric.method} ${r.metric.endpoint}`, r.value]))).toEqual({
+      'GET /users/:id': 90, 'GET /slow': 10, 'DELETE /fail/x': 7, 'PUT /throw': 3,
+    });
+    expect((await prom.query('gunicorn_worker_requests_total')).every((r) => r.metric.worker_id === pid && r.metric.job === 'prefork-otel')).toBe(true);
+    expect(await prom.scalar('sum(gunicorn_worker_request_duration_seconds_count)')).toBe(110);
+    expect(await prom.scalar('sum(gunicorn_worker_failed_requests_total)')).toBe(10);
+    expect(await prom.scalar('sum(gunicorn_worker_failed_requests_total{method="DELETE", endpoint="/fail/x", error_type="RequestError"})')).toBe(7);
+    expect(await prom.scalar('sum(gunicorn_worker_failed_requests_total{method="PUT", endpoint="/throw", error_type="RequestError"})')).toBe(3);
+    expect(await prom.scalar('sum(gunicorn_worker_error_handling_total)')).toBe(10);
+
+    // buckets le=1: 100 (90 fast + 10 failures), le=60: 110. histogram_quantile interpolates linearly:
+    // p50 → rank 55 in (0, 1]: 55/100; p95 → rank 104.5 in (1, 60]: 1 + 59 × 4.5/10; p99 → 1 + 59 × 8.9/10
+    const bucketSum = 'sum by (le) (gunicorn_worker_request_duration_seconds_bucket)';
+    expect(await prom.scalar(`histogram_quantile(0.5, ${bucketSum})`)).toBeCloseTo(0.55, 9);
+    expect(await prom.scalar(`histogram_quantile(0.95, ${bucketSum})`)).toBeCloseTo(27.55, 9);
+    expect(await prom.scalar(`histogram_quantile(0.99, ${bucketSum})`)).toBeCloseTo(53.51, 9);
+    // the slow endpoint alone: all 10 in (1, 60] → p50 = 1 + 59 × 5/10
+    expect(await prom.scalar('histogram_quantile(0.5, sum by (le) (gunicorn_worker_request_duration_seconds_bucket{endpoint="/slow"}))')).toBeCloseTo(30.5, 9);
+    expect(await prom.scalar('sum(gunicorn_worker_request_duration_seconds_bucket{le="1"})')).toBe(100);
+    expect(await prom.scalar('sum(gunicorn_worker_request_duration_seconds_bucket{le="+Inf"})')).toBe(110);
+    // the slow requests took at least 1.5 s each
+    expect(await prom.scalar('sum(gunicorn_worker_request_duration_seconds_sum{endpoint="/slow"})')).toBeGreaterThanOrEqual(15);
+
+    // the master counters (recorded through the library's MasterMetrics by the fixture)
+    expect(await prom.scalar('gunicorn_master_worker_restarts_total{worker_id="4242", reason="max_requests"}')).toBe(1);
+    expect(await prom.scalar('gunicorn_master_signals_total{signal="HUP", action="reload"}')).toBe(1);
+    // the gauges
+    expect(await prom.query('gunicorn_worker_state')).toEqual([{ metric: expect.objectContaining({ worker_id: pid, state: 'running' }), value: expect.any(Number) }]);
+    expect(await prom.scalar(`gunicorn_worker_memory_bytes{worker_id="${pid}"}`)).toBeGreaterThan(10 * 1024 * 1024);
+    expect(await prom.scalar(`gunicorn_worker_uptime_seconds{worker_id="${pid}"}`)).toBeGreaterThan(0);
+    expect(await prom.scalar(`count(gunicorn_worker_cpu_percent{worker_id="${pid}"})`)).toBe(1);
+    expect(prom.log).not.toMatch(/level=error/);
+  });
+
+  it('answers every query of the shipped Grafana dashboard with data', async () => {
+    const queries = dashboardQueries('prefork-otel');
+    expect(queries.length).toBeGreaterThanOrEqual(20);
+    const empty: string[] = [];
+    for (const { panel, expr } of queries) {
+      const result = await prom.query(expr); // throws on a PromQL error
+      if (result.length === 0) empty.push(`${panel}: ${expr}`);
+    }
+    expect(empty).toEqual([]);
+  });
+});
+
+describe('the shipped otel-collector/prometheus.yml', () => {
+  it('passes promtool check config', () => {
+    const r = spawnSync('promtool', ['check', 'config', join(ROOT, 'otel-collector/prometheus.yml')], { encoding: 'utf8' });
+    expect(r.stdout + r.stderr).toContain('SUCCESS');
+    expect(r.status).toBe(0);
+  });
+});
