@@ -1,3 +1,63 @@
-/** `prefork-otel`: the runner's entry point (see docs/runner.md). */
-process.stderr.write('prefork-otel: the runner is not built yet\n');
-process.exit(2);
+/**
+ * `prefork-otel [OPTIONS] APP`: the gunicorn-style runner (docs/runner.md), and
+ * `prefork-otel exporter [OPTIONS]`: the PROMETHEUS_MULTIPROC_DIR exporter. Only wires the layers:
+ * configuration → master (Arbiter) → exit code.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, exitOnUserError, loadConfig } from './config';
+import { describeConfig, helpText, loadRunnerConfig } from './config/runner';
+import { Arbiter } from './master/arbiter';
+import { RunnerLog } from './master/logger';
+import { APP_LOAD_ERROR } from './workers/protocol';
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** --check-config: the configuration is valid (we got here) and the app loads and yields a server. */
+async function checkApp(config: Awaited<ReturnType<typeof loadRunnerConfig>> & { kind: 'run' }): Promise<never> {
+  const { loadApp } = await import('./workers/app');
+  try {
+    await loadApp(config.config.app, Math.max(1, Math.min(config.config.timeout, 10)) * 1000);
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    process.stderr.write(`prefork-otel: APP ${config.config.app.raw} failed to load:\n${(e as Error)?.stack ?? e}\n`);
+    process.exit(APP_LOAD_ERROR);
+  }
+  process.stdout.write(`prefork-otel: configuration OK; ${config.config.app.raw} loads\n`);
+  process.exit(0);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const request = await loadRunnerConfig(argv);
+  if (request.kind === 'help') {
+    process.stdout.write(helpText(version()));
+    return;
+  }
+  if (request.kind === 'version') {
+    process.stdout.write(`prefork-otel ${version()}\n`);
+    return;
+  }
+  const { config, warnings } = request;
+  const exporter = loadConfig(process.env, { workers: config.workers });
+  if (config.printConfig) {
+    process.stdout.write(JSON.stringify({ ...describeConfig(config), exporter }, null, 2) + '\n');
+    return;
+  }
+  if (config.chdir) process.chdir(config.chdir);
+  if (config.checkConfig) await checkApp(request);
+  const log = new RunnerLog(config.logLevel, config.errorLog);
+  for (const w of warnings) log.warning(w);
+  process.title = `prefork-otel: master${config.procName ? ` [${config.procName}]` : ''}`;
+  const code = await new Arbiter(config, exporter, log, argv, version()).run();
+  process.exit(code);
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  exitOnUserError(e);
+});

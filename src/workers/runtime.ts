@@ -1,4 +1,5 @@
 import { metrics as otelMetrics } from '@opentelemetry/api';
+import type { MetricProducer } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
 import { Telemetry } from '../export/telemetry';
 import { HttpObserver, type RequestHooks } from '../hooks/http';
@@ -17,8 +18,13 @@ export class WorkerRuntime {
   readonly observer: HttpObserver;
   readonly sampler: ResourceSampler;
 
-  constructor(readonly config: ExporterConfig, hooks: RequestHooks = {}, opts: { workerId?: string | number; setGlobal?: boolean } = {}) {
-    this.telemetry = new Telemetry(config, [processProducer]);
+  /**
+   * `opts.producers`: more fast-path producers for this process's readers (the gthread worker's
+   * threads, whose accumulators live in other isolates).
+   */
+  constructor(readonly config: ExporterConfig, hooks: RequestHooks = {},
+    opts: { workerId?: string | number; setGlobal?: boolean; producers?: MetricProducer[] } = {}) {
+    this.telemetry = new Telemetry(config, [processProducer, ...(opts.producers ?? [])]);
     if (opts.setGlobal !== false) otelMetrics.setGlobalMeterProvider(this.telemetry.meterProvider);
     this.metrics = new Metrics({
       meterProvider: this.telemetry.meterProvider,

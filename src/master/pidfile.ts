@@ -1,0 +1,39 @@
+import { existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { ConfigError } from '../config';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** gunicorn's --pid file: refuses to start over a live master, renamed to .oldbin on USR2, removed on exit. */
+export class Pidfile {
+  constructor(public path: string) {}
+
+  create(pid = process.pid): void {
+    if (existsSync(this.path)) {
+      const old = Number(readFileSync(this.path, 'utf8').trim());
+      if (Number.isInteger(old) && old > 0 && old !== pid && old !== process.ppid && alive(old)) {
+        throw new ConfigError(`prefork-otel: already running on pid ${old} (pid file ${this.path}); stop it or remove the file`, 1);
+      }
+    }
+    writeFileSync(this.path, `${pid}\n`);
+  }
+
+  rename(to: string): void {
+    try {
+      renameSync(this.path, to);
+      this.path = to;
+    } catch { /* removed meanwhile */ }
+  }
+
+  unlink(): void {
+    try {
+      if (Number(readFileSync(this.path, 'utf8').trim()) === process.pid) unlinkSync(this.path);
+    } catch { /* already gone */ }
+  }
+}

@@ -1,0 +1,112 @@
+import { lookup } from 'node:dns/promises';
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { getSystemErrorName } from 'node:util';
+import { ConfigError } from '../config';
+import type { Bind } from '../config/runner';
+
+/** Node's raw listening handle (TCP or Pipe wrap): what node:cluster shares with its workers too. */
+export interface RawHandle {
+  fd: number;
+  getsockname?(out: Record<string, unknown>): number;
+  close(cb?: () => void): void;
+}
+
+/**
+ * A socket the master binds once and hands to every worker (gunicorn's master sockets). The master
+ * never listens on it itself: each worker calls listen() on its copy and the kernel spreads
+ * connections over the processes that accept (as node:cluster's SCHED_NONE, and gunicorn).
+ */
+export interface Listener {
+  bind: Bind;
+  handle: RawHandle;
+  /** http://127.0.0.1:8000, unix:/run/app.sock, fd://3 */
+  url: string;
+}
+
+// net._createServerHandle: the bind-without-listen node:cluster uses for the same purpose
+const createServerHandle = (net as unknown as {
+  _createServerHandle(address: string | null, port: number | null, addressType: number | null, fd?: number): RawHandle | number;
+})._createServerHandle;
+
+function bindError(bind: string, code: number | string): ConfigError {
+  const name = typeof code === 'number' ? getSystemErrorName(code) : code;
+  if (name === 'EADDRINUSE') return new ConfigError(`prefork-otel: connection in use: --bind ${bind} (EADDRINUSE): stop the other server or choose another address`, 1);
+  if (name === 'EACCES') return new ConfigError(`prefork-otel: permission denied: --bind ${bind} (EACCES): use a port above 1023 or run with the needed privilege`, 1);
+  if (name === 'EADDRNOTAVAIL') return new ConfigError(`prefork-otel: invalid --bind ${bind}: not an address of this machine (EADDRNOTAVAIL)`, 1);
+  return new ConfigError(`prefork-otel: cannot listen on --bind ${bind} (${name})`, 1);
+}
+
+function canConnect(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(path);
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Bind one address (no listen); one-line ConfigError (exit 1) when it is in use or not ours. */
+export async function bindOne(bind: Bind): Promise<Listener> {
+  if (bind.kind === 'fd') {
+    const h = createServerHandle(null, null, null, bind.fd);
+    if (typeof h === 'number') throw bindError(`fd://${bind.fd}`, h);
+    return { bind, handle: h, url: `fd://${bind.fd}` };
+  }
+  if (bind.kind === 'unix') {
+    const shown = `unix:${bind.path}`;
+    if (existsSync(bind.path)) {
+      // gunicorn removes a stale socket file; one something still answers on is in use
+      if (!lstatSync(bind.path).isSocket()) throw new ConfigError(`prefork-otel: invalid --bind ${shown}: the path exists and is not a socket`);
+      if (await canConnect(bind.path)) throw bindError(shown, 'EADDRINUSE');
+      unlinkSync(bind.path);
+    }
+    const h = createServerHandle(bind.path, -1, -1);
+    if (typeof h === 'number') throw bindError(shown, h);
+    return { bind, handle: h, url: shown };
+  }
+  const shown = `${bind.host.includes(':') ? `[${bind.host}]` : bind.host}:${bind.port}`;
+  let address = bind.host;
+  let family = net.isIP(address);
+  if (family === 0) {
+    try {
+      const r = await lookup(bind.host);
+      address = r.address;
+      family = r.family;
+    } catch (e) {
+      throw new ConfigError(`prefork-otel: invalid --bind ${shown}: cannot resolve ${bind.host} (${(e as NodeJS.ErrnoException).code})`, 1);
+    }
+  }
+  const h = createServerHandle(address, bind.port, family);
+  if (typeof h === 'number') throw bindError(shown, h);
+  // libuv reports EADDRINUSE only at listen(); getsockname on the bound handle shows it now
+  const out: Record<string, unknown> = {};
+  const err = h.getsockname?.(out) ?? 0;
+  if (err !== 0) {
+    h.close();
+    throw bindError(shown, err);
+  }
+  const port = Number(out.port ?? bind.port);
+  return { bind: { ...bind, port }, handle: h, url: `http://${family === 6 ? `[${address}]` : address}:${port}` };
+}
+
+/** Bind every --bind address, or close the ones already bound and throw. */
+export async function bindAll(binds: Bind[]): Promise<Listener[]> {
+  const out: Listener[] = [];
+  try {
+    for (const b of binds) out.push(await bindOne(b));
+  } catch (e) {
+    closeAll(out);
+    throw e;
+  }
+  return out;
+}
+
+/** Close the master's copies; unix socket files are removed (as gunicorn does on exit). */
+export function closeAll(listeners: Listener[], unlink = true): void {
+  for (const l of listeners) {
+    try { l.handle.close(); } catch { /* already closed */ }
+    if (unlink && l.bind.kind === 'unix') {
+      try { unlinkSync(l.bind.path); } catch { /* gone */ }
+    }
+  }
+}

@@ -1,0 +1,210 @@
+/**
+ * What every runner worker does, whatever its class (gunicorn's workers/base.py): its own
+ * WorkerRuntime (MeterProvider, Metrics, state, uptime and resource samples), the snapshot
+ * responder on the IPC channel, heartbeats to the master, signals, --max-requests, the worker-side
+ * hooks, and the graceful exit that loses no increment (final snapshot, OTLP flush).
+ */
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import type { MetricProducer } from '@opentelemetry/sdk-metrics';
+import type { ExporterConfig } from '../config';
+import { SnapshotResponder } from '../export/ipc';
+import type { RequestHooks } from '../hooks/http';
+import { HookRunner, type Logger, type UserHooks, type WorkerApi } from '../hooks/server';
+import type { Metrics } from '../metrics/Metrics';
+import type { RestartReason } from '../metrics/contract';
+import { Acceptor, type SocketHandle } from './acceptor';
+import { loadApp } from './app';
+import { TAG, type WorkerBoot } from './protocol';
+import { WorkerRuntime } from './runtime';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Send to the master; a closed channel (the master is gone) is not an error here. */
+export function toMaster(message: object): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send || !process.connected) return resolve();
+    try {
+      process.send(message, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}
+
+/**
+ * Heartbeats to the master every `ms` (unref'd): `tick` is when this process's event loop(s) last
+ * ran; the master kills a worker whose tick is older than --timeout. Started before the app loads.
+ */
+export const heartbeat = {
+  /** Date.now() of the stalest event loop of the process (gthread: the threads' too) */
+  source: (): number => Date.now(),
+  start(ms: number): void {
+    const beat = () => void toMaster({ [TAG]: 'beat', tick: heartbeat.source() });
+    beat();
+    setInterval(beat, ms).unref();
+  },
+};
+
+export abstract class BaseWorker implements WorkerApi {
+  readonly pid = process.pid;
+  readonly ppid = process.ppid;
+  readonly age: number;
+  alive = true;
+  /** requests started */
+  protected requests = 0;
+  runtime!: WorkerRuntime;
+  protected responder!: SnapshotResponder;
+  protected readonly hooks: HookRunner;
+  protected readonly acceptors: Acceptor[] = [];
+  /** every response gets `Connection: close` (sync; and everyone once stopping) */
+  protected closeEachConnection = false;
+  private stopping: Promise<void> | undefined;
+
+  constructor(readonly boot: WorkerBoot, readonly config: ExporterConfig, readonly log: Logger, userHooks: UserHooks) {
+    this.age = boot.age;
+    this.hooks = new HookRunner(userHooks, log);
+  }
+
+  /** requests started so far (gunicorn's worker.nr) */
+  get nr(): number {
+    return this.requests;
+  }
+
+  get metrics(): Metrics {
+    return this.runtime.metrics;
+  }
+
+  /** extra producers for this process's readers (threads) */
+  protected producers(): MetricProducer[] {
+    return [];
+  }
+
+  /** gunicorn's pre_request / post_request user hooks, on the request observer (only when defined) */
+  protected requestHooks(): RequestHooks {
+    const u = this.hooks.user;
+    const h: RequestHooks = {};
+    if (u.pre_request) h.preRequest = (req) => u.pre_request!(this, req);
+    if (u.post_request) h.postRequest = (req, res, s) => u.post_request!(this, req, res, s);
+    return h;
+  }
+
+  /** Boot, serve, and tell the master we are ready. `handles[bind][copy]`. */
+  async run(handles: SocketHandle[][]): Promise<void> {
+    this.runtime = new WorkerRuntime(this.config, this.requestHooks(), { workerId: this.pid, producers: this.producers() });
+    this.responder = new SnapshotResponder(this.runtime.telemetry).start(this.config.snapshotIntervalMs);
+    this.initSignals();
+    await this.hooks.call('post_fork', { pid: this.ppid, log: this.log }, this);
+    await this.serve(handles);
+    await this.hooks.call('post_worker_init', this);
+    await toMaster({ [TAG]: 'ready' });
+  }
+
+  /** load the app and serve on the sockets */
+  protected abstract serve(handles: SocketHandle[][]): Promise<void>;
+
+  /**
+   * Every request, before the app sees it (gunicorn's handle_request): count it, apply
+   * --max-requests (the request that reaches the limit is the last: its response closes the
+   * connection and the worker retires gracefully), close connections when the class or a stop asks.
+   */
+  handleRequest(_req: IncomingMessage, res: ServerResponse): void {
+    const n = ++this.requests;
+    if (this.closeEachConnection || !this.alive) res.shouldKeepAlive = false;
+    const max = this.boot.maxRequests;
+    if (max > 0 && n >= max && this.alive) {
+      res.shouldKeepAlive = false;
+      this.maxRequestsReached();
+    }
+  }
+
+  protected maxRequestsReached(): void {
+    this.log.info(`Autorestarting worker after current request (--max-requests ${this.boot.maxRequests}).`);
+    void this.retire('max_requests');
+  }
+
+  /** Leave gracefully and let the master know why (it spawns the replacement right away). */
+  protected async retire(reason: RestartReason, signal?: string): Promise<void> {
+    if (!this.alive) return;
+    await toMaster({ [TAG]: 'retire', reason, ...(signal ? { signal } : {}) });
+    await this.stop(true);
+  }
+
+  /** The app server(s) of this process, each behind an Acceptor of `capacity`. */
+  protected async serveInProcess(handles: SocketHandle[][], capacity: number): Promise<void> {
+    const server = await loadApp(this.boot.app, Math.max(this.boot.timeout, 10) * 1000);
+    server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => this.handleRequest(req, res));
+    const http = server as HttpServer;
+    // --keep-alive 0: no keep-alive (as gunicorn)
+    if (this.boot.keepAlive <= 0) this.closeEachConnection = true;
+    if (this.closeEachConnection) http.keepAliveTimeout = 1;
+    else if (typeof http.keepAliveTimeout === 'number') http.keepAliveTimeout = this.boot.keepAlive * 1000;
+    const acceptor = new Acceptor(server, capacity);
+    this.acceptors.push(acceptor);
+    await acceptor.listen(handles.map((copies) => copies[0]!));
+  }
+
+  private initSignals(): void {
+    process.on('SIGTERM', () => void this.retire('signal', 'SIGTERM'));
+    const fast = (sig: string) => () => void this.quit(sig);
+    process.on('SIGINT', fast('SIGINT'));
+    process.on('SIGQUIT', fast('SIGQUIT'));
+    // the master reopens log files; a worker has none (and must not start the inspector on USR1)
+    process.on('SIGUSR1', () => undefined);
+    process.on('disconnect', () => {
+      if (!this.alive) return;
+      this.log.info('Parent changed, shutting down');
+      void this.stop(true);
+    });
+  }
+
+  /** SIGINT / SIGQUIT: gunicorn's handle_quit: worker_int, then leave without draining. */
+  private async quit(signal: string): Promise<void> {
+    if (!this.alive) return;
+    await toMaster({ [TAG]: 'retire', reason: 'signal', signal });
+    await this.hooks.call('worker_int', this);
+    await this.stop(false);
+  }
+
+  /** stop accepting and drain (graceful) or not; then worker_exit, final snapshot, flush, exit */
+  stop(graceful: boolean): Promise<void> {
+    this.stopping ??= this.doStop(graceful);
+    return this.stopping;
+  }
+
+  protected async doStop(graceful: boolean): Promise<void> {
+    this.alive = false;
+    this.runtime.metrics.updateWorkerState('stopping');
+    if (graceful) {
+      await this.drain(this.boot.gracefulTimeout * 1000);
+    }
+    this.abandon();
+    await this.hooks.call('worker_exit', { pid: this.ppid, log: this.log }, this);
+    await this.finalFlush();
+    process.exit(0);
+  }
+
+  /** Stop accepting; wait until every accepted connection is served (or `ms` passed). */
+  protected async drain(ms: number): Promise<void> {
+    for (const a of this.acceptors) a.close();
+    const end = Date.now() + ms;
+    while (Date.now() < end && this.acceptors.some((a) => a.sockets.size > 0)) {
+      for (const a of this.acceptors) a.closeIdle();
+      await sleep(25);
+    }
+  }
+
+  /** drop what is still open (no graceful time left) */
+  protected abandon(): void {
+    for (const a of this.acceptors) {
+      a.close();
+      a.destroyAll();
+    }
+  }
+
+  /** the final snapshot (so the master loses no increment), then flush OTLP push readers */
+  protected async finalFlush(): Promise<void> {
+    const bounded = <T>(p: Promise<T>) => Promise.race([p, sleep(5000)]);
+    await bounded(this.responder.stop(true)).catch(() => undefined);
+    await bounded(this.runtime.close()).catch(() => undefined);
+  }
+}

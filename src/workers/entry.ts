@@ -1,0 +1,77 @@
+/**
+ * A runner worker process (forked by the master): read the boot settings, start heartbeats, take
+ * the listening sockets the master sends, then run the worker class. See master/arbiter.ts.
+ */
+import { ConfigError, loadConfig } from '../config';
+import { readConfigFile, type WorkerKind } from '../config/runner';
+import { pickHooks } from '../hooks/server';
+import { RunnerLog } from '../master/logger';
+import type { SocketHandle } from './acceptor';
+import { PrometheusEventletWorker, PrometheusGeventWorker } from './async';
+import { heartbeat, type BaseWorker } from './base';
+import { PrometheusThreadWorker } from './gthread';
+import { APP_LOAD_ERROR, BOOT_ENV, WORKER_BOOT_ERROR, isTagged, type ListenMessage, type WorkerBoot } from './protocol';
+import { PrometheusWorker } from './sync';
+
+const CLASSES: Record<WorkerKind, new (...a: ConstructorParameters<typeof PrometheusWorker>) => BaseWorker> = {
+  sync: PrometheusWorker,
+  gthread: PrometheusThreadWorker,
+  eventlet: PrometheusEventletWorker,
+  gevent: PrometheusGeventWorker,
+};
+
+/** the master's sockets: `binds` × `copies` handles, each in its own IPC message */
+function receiveHandles(boot: WorkerBoot): Promise<SocketHandle[][]> {
+  const out: SocketHandle[][] = Array.from({ length: boot.binds }, () => []);
+  let missing = boot.binds * boot.copies;
+  return new Promise((resolve) => {
+    if (missing === 0) return resolve(out);
+    const onMessage = (m: unknown, handle: unknown) => {
+      if (!isTagged(m, 'listen') || !handle) return;
+      const { index, copy } = m as ListenMessage;
+      out[index]![copy] = handle as SocketHandle;
+      if (--missing === 0) {
+        process.off('message', onMessage);
+        resolve(out);
+      }
+    };
+    process.on('message', onMessage);
+  });
+}
+
+function fail(e: unknown, log: RunnerLog): never {
+  if (e instanceof ConfigError) {
+    process.stderr.write(e.message + '\n');
+    process.exit(e.exitCode);
+  }
+  log.error(`Exception in worker process\n${(e as Error)?.stack ?? e}`);
+  process.exit(APP_LOAD_ERROR);
+}
+
+async function main(): Promise<void> {
+  const boot = JSON.parse(process.env[BOOT_ENV] ?? 'null') as WorkerBoot | null;
+  if (!boot || !process.send) {
+    process.stderr.write('prefork-otel: this is the runner\'s worker entry point; start the runner with `prefork-otel APP`\n');
+    process.exit(2);
+  }
+  delete process.env[BOOT_ENV];
+  process.title = `prefork-otel: worker${boot.procName ? ` [${boot.procName}]` : ''}`;
+  heartbeat.start(boot.beatMs);
+  const log = new RunnerLog(boot.logLevel);
+  let worker: BaseWorker;
+  try {
+    const config = loadConfig(process.env);
+    const user = boot.configFile ? pickHooks(await readConfigFile(boot.configFile)) : {};
+    worker = new CLASSES[boot.kind](boot, config, log, user);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(e.message + '\n');
+      process.exit(WORKER_BOOT_ERROR);
+    }
+    throw e;
+  }
+  const handles = await receiveHandles(boot);
+  await worker.run(handles).catch((e) => fail(e, log));
+}
+
+void main();

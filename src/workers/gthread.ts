@@ -1,0 +1,145 @@
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { CollectionResult, MetricProducer, ScopeMetrics } from '@opentelemetry/sdk-metrics';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { ConfigError } from '../config';
+import { mergeScopeMetrics } from '../export/merge';
+import type { SocketHandle } from './acceptor';
+import { BaseWorker, heartbeat } from './base';
+import type { ThreadData } from './thread';
+
+const EMPTY_RESOURCE = resourceFromAttributes({});
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+interface Thread {
+  worker: Worker;
+  /** the thread's accumulators as last received (final once it stopped) */
+  latest: ScopeMetrics | undefined;
+  done: boolean;
+  waiting: Map<number, () => void>;
+}
+
+/**
+ * The threads' accumulators as one producer of this process: at collection time each live thread
+ * is asked for its series (a thread that does not answer within `deadlineMs` contributes its last
+ * answer), and points with equal attributes — same worker_id, method, endpoint — are summed.
+ */
+class ThreadsProducer implements MetricProducer {
+  private nextId = 1;
+  constructor(private readonly threads: Thread[], private readonly deadlineMs: number) {}
+
+  async collect(): Promise<CollectionResult> {
+    const asks = this.threads.filter((t) => !t.done).map((t) => new Promise<void>((resolve) => {
+      const id = this.nextId++;
+      t.waiting.set(id, resolve);
+      t.worker.postMessage({ cmd: 'collect', id });
+    }));
+    if (asks.length > 0) await Promise.race([Promise.all(asks), sleep(this.deadlineMs)]);
+    const sources = this.threads.filter((t) => t.latest).map((t) => [t.latest!]);
+    return { resourceMetrics: { resource: EMPTY_RESOURCE, scopeMetrics: mergeScopeMetrics(sources, true) }, errors: [] };
+  }
+}
+
+/**
+ * `gthread` (gunicorn's ThreadWorker): one process running --threads worker_threads, each an event
+ * loop with its own copy of the app serving the process's sockets (every thread listens on its own
+ * fd of each socket; the kernel hands a connection to whichever thread accepts). All threads record
+ * under the process's worker_id; their series are summed in this (main) thread, which serves no
+ * requests itself: it owns the MeterProvider, the snapshots, heartbeats and signals.
+ * --worker-connections is shared out over the threads.
+ */
+export class PrometheusThreadWorker extends BaseWorker {
+  private readonly threads: Thread[] = [];
+  private readonly counter = new SharedArrayBuffer(4);
+  private readonly ticks = new SharedArrayBuffer(8 * Math.max(1, this.boot.threads));
+
+  protected override producers(): MetricProducer[] {
+    return [new ThreadsProducer(this.threads, Math.max(10, Math.floor(this.config.scrapeTimeoutMs / 2)))];
+  }
+
+  override get nr(): number {
+    return Atomics.load(new Int32Array(this.counter), 0);
+  }
+
+  protected override async serve(handles: SocketHandle[][]): Promise<void> {
+    const n = this.boot.threads;
+    const capacity = Math.max(1, Math.ceil(this.boot.workerConnections / n));
+    const ticks = new Float64Array(this.ticks);
+    heartbeat.source = () => {
+      let min = Date.now();
+      for (let i = 0; i < n; i++) if (ticks[i]! < min) min = ticks[i]!;
+      return min;
+    };
+    const started: Promise<void>[] = [];
+    for (let i = 0; i < n; i++) {
+      const data: ThreadData = {
+        boot: this.boot, index: i, capacity, counter: this.counter, ticks: this.ticks,
+        fds: handles.map((copies) => (copies[i] ?? copies[0]!).fd),
+      };
+      ticks[i] = Date.now();
+      const worker = new Worker(join(__dirname, 'thread.js'), { workerData: data });
+      const t: Thread = { worker, latest: undefined, done: false, waiting: new Map() };
+      this.threads.push(t);
+      started.push(new Promise((resolve, reject) => {
+        worker.on('message', (m: { cmd: string; id?: number; scopes?: ScopeMetrics; message?: string; exitCode?: number }) => {
+          if (m.cmd === 'ready') resolve();
+          else if (m.cmd === 'failed') reject(new ConfigError(m.message ?? 'thread failed', m.exitCode));
+          else if (m.cmd === 'scopes') {
+            t.latest = m.scopes;
+            const done = t.waiting.get(m.id!);
+            t.waiting.delete(m.id!);
+            done?.();
+          } else if (m.cmd === 'final') {
+            t.latest = m.scopes;
+            t.done = true;
+            for (const w of t.waiting.values()) w();
+            t.waiting.clear();
+            void worker.terminate();
+          } else if (m.cmd === 'max') {
+            this.maxRequestsReached();
+          }
+        });
+        worker.on('error', (e) => {
+          t.done = true;
+          reject(e);
+          if (this.alive) {
+            this.log.error(`thread ${i} failed: ${e?.stack ?? e}`);
+            process.exitCode = 1;
+            void this.stop(true);
+          }
+        });
+        worker.on('exit', () => {
+          t.done = true;
+          for (const w of t.waiting.values()) w();
+          t.waiting.clear();
+        });
+      }));
+    }
+    await Promise.all(started);
+  }
+
+  /** ask every thread to stop (draining for up to `ms`) and wait for their final series */
+  protected override async drain(ms: number): Promise<void> {
+    await this.stopThreads(true, ms);
+  }
+
+  protected override abandon(): void {
+    // threads that are still running are told to drop their connections; stop() waits for them below
+    for (const t of this.threads) if (!t.done) t.worker.postMessage({ cmd: 'stop', graceful: false, ms: 0 });
+  }
+
+  protected override async finalFlush(): Promise<void> {
+    await this.stopThreads(false, 0);
+    await super.finalFlush();
+  }
+
+  private async stopThreads(graceful: boolean, ms: number): Promise<void> {
+    const live = this.threads.filter((t) => !t.done);
+    for (const t of live) t.worker.postMessage({ cmd: 'stop', graceful, ms });
+    const finished = Promise.all(live.map((t) => new Promise<void>((resolve) => {
+      if (t.done) return resolve();
+      const check = setInterval(() => { if (t.done) { clearInterval(check); resolve(); } }, 10);
+    })));
+    await Promise.race([finished, sleep(ms + 2000)]);
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * The runner's master ↔ worker protocol (besides the snapshot protocol of export/ipc.ts, on the same
+ * IPC channel and with the same tag). The worker's settings travel in one environment variable at
+ * fork; the listening sockets follow as IPC handles; the worker reports readiness, heartbeats and
+ * the reason it is leaving.
+ *   master → worker: { [TAG]: 'listen', index, copy } + the socket handle
+ *   worker → master: { [TAG]: 'ready' } | { [TAG]: 'beat', tick } | { [TAG]: 'retire', reason }
+ *                    | { [TAG]: 'abandoned', requests }
+ */
+import { TAG } from '../export/ipc';
+import type { AppSpec, LogLevel, WorkerKind } from '../config/runner';
+import type { RestartReason } from '../metrics/contract';
+
+export { TAG };
+export const BOOT_ENV = 'PREFORK_OTEL_WORKER_BOOT';
+
+/** Exit codes, as gunicorn's: the master halts when a worker exits with one of these while booting. */
+export const WORKER_BOOT_ERROR = 3;
+export const APP_LOAD_ERROR = 4;
+
+/** Everything a worker process needs to know, set by the master at fork. */
+export interface WorkerBoot {
+  app: AppSpec;
+  kind: WorkerKind;
+  threads: number;
+  workerConnections: number;
+  /** seconds */
+  timeout: number;
+  gracefulTimeout: number;
+  keepAlive: number;
+  /** this worker's limit (with its jitter); 0 = none */
+  maxRequests: number;
+  configFile: string | undefined;
+  procName: string | undefined;
+  logLevel: LogLevel;
+  age: number;
+  /** number of listening sockets */
+  binds: number;
+  /** copies of each socket sent (one per gthread thread, else 1) */
+  copies: number;
+  /** heartbeat period (ms) */
+  beatMs: number;
+}
+
+export interface ListenMessage { [TAG]: 'listen'; index: number; copy: number }
+export interface ReadyMessage { [TAG]: 'ready' }
+/** `tick`: Date.now() of the stalest event loop of the worker (a gthread worker has several) */
+export interface BeatMessage { [TAG]: 'beat'; tick: number }
+export interface RetireMessage { [TAG]: 'retire'; reason: RestartReason; signal?: string }
+/** requests a worker is about to abandon (a fast stop), method + endpoint, so the master can count them */
+export interface InflightRequest { method: string; endpoint: string; startedAt: number }
+export type WorkerMessage = ReadyMessage | BeatMessage | RetireMessage;
+
+export function isTagged(m: unknown, kind: string): boolean {
+  return !!m && typeof m === 'object' && (m as Record<string, unknown>)[TAG] === kind;
+}
+
+/** Heartbeat period for a --timeout (seconds): often enough that one late beat never kills a worker. */
+export function beatPeriodMs(timeoutSeconds: number): number {
+  if (timeoutSeconds <= 0) return 1000;
+  return Math.max(50, Math.min(1000, Math.floor((timeoutSeconds * 1000) / 4)));
+}
