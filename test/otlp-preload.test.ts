@@ -186,6 +186,30 @@ describe('OTLP from the preload to an in-test receiver', () => {
     expect([...totals].sort((a, b) => a - b)).toEqual(totals);
   });
 
+  it('SIGTERM to an app without a handler: the final export carries the last requests, and the process still dies by SIGTERM', async () => {
+    http.exports.length = 0;
+    const { app, port } = await startApp({ OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: http.url });
+    await sendKnownMix(port);
+    await hit(`http://127.0.0.1:${port}/users/999`);
+    expect(http.exports).toHaveLength(0);
+    // the preload's signal hook flushes, then re-raises the signal with its default action (no behaviour change)
+    expect(await app.stop('SIGTERM')).toEqual({ code: null, signal: 'SIGTERM' });
+    expect(http.exports).toHaveLength(1);
+    const e = http.exports[0]!;
+    expect(sumOf(e, 'gunicorn_worker_requests_total', { worker_id: String(app.child.pid), method: 'GET', endpoint: '/users/:id' })).toBe(13);
+    expect(sumOf(e, 'gunicorn_worker_requests_total')).toBe(22);
+    expect(sumOf(e, 'gunicorn_worker_failed_requests_total')).toBe(6);
+  });
+
+  it('SIGINT (Ctrl-C) likewise', async () => {
+    http.exports.length = 0;
+    const { app, port } = await startApp({ OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: http.url });
+    for (let i = 0; i < 4; i++) await hit(`http://127.0.0.1:${port}/users/${i}`);
+    expect(await app.stop('SIGINT')).toEqual({ code: null, signal: 'SIGINT' });
+    expect(http.exports).toHaveLength(1);
+    expect(sumOf(http.exports[0]!, 'gunicorn_worker_requests_total')).toBe(4);
+  });
+
   it('an app that handles SIGTERM by draining (closing its server) still sends its final export, exit code 0', async () => {
     http.exports.length = 0;
     const { app, port } = await startApp({
@@ -195,6 +219,21 @@ describe('OTLP from the preload to an in-test receiver', () => {
     expect(await app.stop('SIGTERM')).toEqual({ code: 0, signal: null });
     expect(http.exports).toHaveLength(1);
     expect(sumOf(http.exports[0]!, 'gunicorn_worker_requests_total', { worker_id: String(app.child.pid), endpoint: '/users/:id' })).toBe(9);
+  });
+});
+
+describe('OTLP: an app that ends itself with process.exit()', () => {
+  it("awaits the library's shutdown() first: its final export carries everything", async () => {
+    const receiver = await startHttpReceiver(await freePort());
+    try {
+      const { app, port } = await startApp({ OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, ON_SIGTERM: 'exit' });
+      for (let i = 0; i < 6; i++) await hit(`http://127.0.0.1:${port}/users/${i}`);
+      expect(await app.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+      expect(receiver.exports).toHaveLength(1);
+      expect(sumOf(receiver.exports[0]!, 'gunicorn_worker_requests_total')).toBe(6);
+    } finally {
+      await receiver.close();
+    }
   });
 });
 
