@@ -1,0 +1,110 @@
+/**
+ * The master's supervision, for real: TTIN / TTOU / HUP / kill -9 / a blocked event loop past
+ * --timeout / a worker that cannot answer a scrape. One runner goes through all of it in order;
+ * after every step the request total is exact.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { FIXTURES, labelValues, select, sleep, total, value, waitFor } from './helpers';
+import { load, startRunner, type Runner } from './runner-helpers';
+
+const APP = join(FIXTURES, 'runner-http.cjs');
+
+describe('prefork-otel -w 2 --timeout 3: signals, restarts, timeouts', () => {
+  let r: Runner;
+  let sent = 0;
+  const send = async (n: number, path = '/') => {
+    const st = await load(r.url(path), n, 4);
+    expect(st.filter((x) => x !== 200)).toEqual([]);
+    sent += n;
+  };
+  const signals = async (signal: string, action: string) => value(await r.scrape(), 'gunicorn_master_signals_total', { signal, action });
+
+  beforeAll(async () => {
+    r = await startRunner(['-w', '2', '--timeout', '3', APP], { workers: 2, env: { PREFORK_OTEL_SCRAPE_TIMEOUT: '0.3' } });
+  });
+  afterAll(async () => {
+    const exit = await r?.stop();
+    expect(exit).toEqual({ code: 0, signal: null });
+  });
+
+  it('TTIN adds a worker, TTOU removes one; each is counted in gunicorn_master_signals_total', async () => {
+    await send(40);
+    const before = await r.running();
+    r.signal('SIGTTIN');
+    const three = await r.waitRunning(3);
+    expect(three.filter((p) => before.includes(p))).toEqual(before);
+    expect(await signals('ttin', 'scale_up')).toBe(1);
+    r.signal('SIGTTOU');
+    const two = await r.waitRunning(2);
+    // the oldest worker leaves (as gunicorn); a scale-down is not a restart
+    expect(two).not.toContain(before.sort((a, b) => Number(a) - Number(b))[0]);
+    const s = await r.scrape();
+    expect(value(s, 'gunicorn_master_signals_total', { signal: 'ttou', action: 'scale_down' })).toBe(1);
+    expect(total(s, 'gunicorn_master_worker_restarts_total')).toBe(0);
+    await send(30);
+    expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
+  });
+
+  it('HUP replaces every worker gracefully, records reason reload per old pid, and the total stays exact', async () => {
+    const old = await r.running();
+    r.signal('SIGHUP');
+    const fresh = await r.waitRunning(2, old);
+    expect(fresh.filter((p) => old.includes(p))).toEqual([]);
+    await waitFor(async () => total(await r.scrape(), 'gunicorn_master_worker_restarts_total', { reason: 'reload' }) === 2, 20_000, 'two reload restarts');
+    const s = await r.scrape();
+    for (const pid of old) expect(value(s, 'gunicorn_master_worker_restarts_total', { worker_id: pid, reason: 'reload' })).toBe(1);
+    expect(value(s, 'gunicorn_master_signals_total', { signal: 'hup', action: 'reload' })).toBe(1);
+    // the old workers' final counters are kept: nothing sent before the reload is lost
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(sent);
+    await send(30);
+    expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
+  });
+
+  it('kill -9 of a worker: replaced, recorded with reason signal, its counted requests kept', async () => {
+    await send(10);
+    const [victim] = await r.running();
+    expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent); // its latest snapshot is now held
+    process.kill(Number(victim), 'SIGKILL');
+    await r.waitRunning(2, [victim!]);
+    const s = await waitFor(async () => {
+      const x = await r.scrape();
+      return total(x, 'gunicorn_master_worker_restarts_total', { worker_id: victim! }) === 1 ? x : undefined;
+    }, 20_000, 'restart of the killed worker');
+    expect(value(s, 'gunicorn_master_worker_restarts_total', { worker_id: victim!, reason: 'signal' })).toBe(1);
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(sent);
+  });
+
+  it('a worker that cannot answer (event loop blocked) does not stall the scrape: its last snapshot is served', async () => {
+    await send(20);
+    const pids = await r.running();
+    expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
+    let blockDone = false;
+    const blocked = fetch(r.url('/block?ms=1500')).then((x) => x.text()).finally(() => { blockDone = true; });
+    await sleep(300);
+    const s = await r.scrape();
+    // answered within the 0.3 s deadline, long before the blocked worker could have
+    expect(blockDone).toBe(false);
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(sent);
+    expect(labelValues(s, 'gunicorn_worker_state', 'worker_id')).toEqual(pids);
+    expect(await blocked).toBe('blocked');
+    sent += 1;
+    expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
+  });
+
+  it('a request that blocks the event loop past --timeout: the worker is killed and replaced, reason timeout', async () => {
+    const pids = await r.running();
+    expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
+    const status = await fetch(r.url('/block?ms=20000')).then((x) => x.status, () => 0);
+    expect(status).toBe(0); // the connection died with the worker
+    const s = await waitFor(async () => {
+      const x = await r.scrape();
+      return total(x, 'gunicorn_master_worker_restarts_total', { reason: 'timeout' }) === 1 ? x : undefined;
+    }, 30_000, 'a timeout restart');
+    const killed = select(s, 'gunicorn_master_worker_restarts_total', { reason: 'timeout' }).map((x) => x.labels.worker_id);
+    expect(killed).toHaveLength(1);
+    expect(pids).toContain(killed[0]);
+    await r.waitRunning(2, [killed[0]!]);
+    expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
+  });
+});
