@@ -110,6 +110,27 @@ describe('the Grafana dashboard', () => {
   });
 });
 
+describe('the compose example app (otel-collector/example/app.cjs), run here without Docker', () => {
+  it('runs under the preload with the compose environment: two workers, master endpoint, a /crash recorded as a restart', async () => {
+    const compose = yaml('docker-compose.yml');
+    const appPort = await freePort();
+    const metricsPort = await freePort();
+    const env = { ...compose.services.app.environment, APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1', OTEL_METRICS_EXPORTER: 'prometheus' };
+    const app = startNode(['-r', REGISTER_CJS, join(OC, 'example/app.cjs')], env);
+    try {
+      await waitFor(() => (app.stdout.match(/listening on/g) ?? []).length === 2, 20_000, 'two workers listening');
+      const uptimeIds = async () => [...new Set((await scrape(metricsPort)).filter((s) => s.name === 'gunicorn_worker_uptime_seconds').map((s) => s.labels.worker_id))];
+      await waitFor(async () => (await uptimeIds()).length === 2, 20_000, 'two workers in the scrape');
+      const crashed = await fetch(`http://127.0.0.1:${appPort}/crash`, { headers: { connection: 'close' } });
+      expect(await crashed.text()).toBe('bye');
+      await waitFor(async () => (await scrape(metricsPort)).some((s) => s.name === 'gunicorn_master_worker_restarts_total' && s.labels.reason === 'crash' && s.value === 1), 20_000, 'restart recorded');
+      await waitFor(() => (app.stdout.match(/listening on/g) ?? []).length === 3, 20_000, 'replacement worker');
+    } finally {
+      await app.stop();
+    }
+  });
+});
+
 describe('otel-collector/ files agree with each other', () => {
   const compose = yaml('docker-compose.yml');
   const collector = yaml('collector.yaml');
