@@ -182,17 +182,22 @@ describe('PM2-like cluster mode: a primary without the preload gives it to its n
       PROMETHEUS_BIND_ADDRESS: '127.0.0.1', PROMETHEUS_MULTIPROC_DIR: dir, PREFORK_OTEL_SNAPSHOT_INTERVAL: '0.2',
     });
     try {
-      await waitFor(async () => (await fresh(appPort, '/pid')) !== '', 15_000, 'app');
+      await waitFor(() => app.stdout.match(/^forked /gm)?.length === 2, 15_000, 'forks');
       const pids = [...app.stdout.matchAll(/^forked (\d+)$/gm)].map((m) => m[1]!).sort();
-      expect(pids).toHaveLength(2);
-      const sent = 1 + 20; // the readiness probe, then 20
+      // both workers up (each has written its file) before any request, so both can get some
+      await waitFor(async () => JSON.stringify(labelValues(parseMetrics(await fresh(metricsPort, '/metrics')), 'gunicorn_worker_uptime_seconds', 'worker_id'))
+        === JSON.stringify(pids), 15_000, 'both workers in the union');
+      expect(await fresh(appPort, '/pid')).not.toBe('');
+      const sent = 1 + 20; // the probe, then 20
       for (let i = 0; i < 20; i++) await fresh(appPort, '/');
       await waitFor(async () => total(parseMetrics(await fresh(metricsPort, '/metrics')), 'gunicorn_worker_requests_total') === sent, 15_000, 'union');
+      // scrape until each worker has answered at least once: every answer is the same exact union
       const answeredBy = new Set<string>();
-      for (let i = 0; i < 8; i++) {
+      for (let i = 0; i < 40 && answeredBy.size < 2; i++) {
         const s = parseMetrics(await fresh(metricsPort, '/metrics'));
         answeredBy.add(select(s, 'target_info')[0]!.labels.process_pid!);
         expect(total(s, 'gunicorn_worker_requests_total')).toBe(sent);
+        expect(labelValues(s, 'gunicorn_worker_requests_total', 'worker_id')).toEqual(pids);
         expect(labelValues(s, 'gunicorn_worker_uptime_seconds', 'worker_id')).toEqual(pids);
       }
       expect([...answeredBy].sort()).toEqual(pids);

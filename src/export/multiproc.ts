@@ -12,7 +12,7 @@
  * A file is named `<instance>_<pid>.json`, where the instance is the host name plus the pid namespace:
  * two containers sharing a volume may both run pid 1. Whether a pid is alive can only be checked for
  * files of the reader's own instance; a file of another instance not rewritten for three snapshot
- * intervals is treated as ended (its gauges are not served) without being rewritten.
+ * intervals plus 30 s is treated as ended (its gauges are not served) without being rewritten.
  */
 import { readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
@@ -159,6 +159,10 @@ export class MultiprocWriter {
   }
 }
 
+/** A file of another instance not rewritten for 3 intervals + 30 s is taken as ended (busy machines lag). */
+const STALE_AFTER_INTERVALS = 3;
+const STALE_GRACE_MS = 30_000;
+
 /** Reads the directory: the union of every process's file; marks the files of ended processes. */
 export class MultiprocReader {
   constructor(readonly dir: string) {}
@@ -176,13 +180,18 @@ export class MultiprocReader {
         out.push(f.snapshot.scopeMetrics);
         return;
       }
-      if (f.instance === own && !pidAlive(f.pid)) {
-        const dead = deadVersion(f);
-        out.push(dead.snapshot.scopeMetrics);
-        await writeAtomic(this.dir, name, dead).catch(() => undefined);
+      if (f.instance === own) {
+        if (pidAlive(f.pid)) {
+          out.push(f.snapshot.scopeMetrics);
+        } else {
+          const dead = deadVersion(f);
+          out.push(dead.snapshot.scopeMetrics);
+          await writeAtomic(this.dir, name, dead).catch(() => undefined);
+        }
         return;
       }
-      const stale = now - f.writtenAt > 3 * f.intervalMs + 2000;
+      // another host / container: its pids mean nothing here; a file not rewritten for a while is taken as ended
+      const stale = now - f.writtenAt > STALE_AFTER_INTERVALS * f.intervalMs + STALE_GRACE_MS;
       out.push(stale ? cumulativeOnly(f.snapshot.scopeMetrics) : f.snapshot.scopeMetrics);
     }));
     return out;
