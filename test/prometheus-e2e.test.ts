@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURES, REGISTER_CJS, ROOT, freePort, hit, startNode, waitFor, type Proc } from './helpers';
+import { load, startRunner, type Runner } from './runner-helpers';
 import { startPrometheus, type PromServer } from './fixtures/prometheus';
 
 const DASHBOARD = join(ROOT, 'otel-collector/grafana/dashboards/prefork-otel.json');
@@ -20,6 +21,23 @@ export function dashboardQueries(job: string): Array<{ panel: string; expr: stri
     panel: p.title,
     expr: t.expr.replaceAll('$job', job).replaceAll('$worker_id', '.*').replaceAll('$__rate_interval', '20s').replaceAll('$__range', '5m'),
   })));
+}
+
+/**
+ * The dashboard queries that return no data. A PromQL error fails at once; an empty result is retried
+ * for a while (rate() / increase() need two samples of a series inside their window, and a series that
+ * just appeared has one).
+ */
+async function emptyQueries(prom: PromServer, queries: Array<{ panel: string; expr: string }>): Promise<string[]> {
+  const empty: string[] = [];
+  for (const { panel, expr } of queries) {
+    const ok = await waitFor(async () => (await prom.query(expr)).length > 0, 15_000, expr).catch((e: Error) => {
+      if (/failed:/.test(e.message)) throw e;
+      return false;
+    });
+    if (!ok) empty.push(`${panel}: ${expr}`);
+  }
+  return empty;
 }
 
 describe('a real Prometheus scraping a preloaded app', () => {
@@ -99,12 +117,55 @@ describe('a real Prometheus scraping a preloaded app', () => {
   it('answers every query of the shipped Grafana dashboard with data', async () => {
     const queries = dashboardQueries('prefork-otel');
     expect(queries.length).toBeGreaterThanOrEqual(20);
-    const empty: string[] = [];
-    for (const { panel, expr } of queries) {
-      const result = await prom.query(expr); // throws on a PromQL error
-      if (result.length === 0) empty.push(`${panel}: ${expr}`);
+    expect(await emptyQueries(prom, queries)).toEqual([]);
+  });
+});
+
+describe('a real Prometheus scraping the runner (prefork-otel -w 2 --max-requests 30)', () => {
+  let r: Runner;
+  let prom: PromServer;
+
+  beforeAll(async () => {
+    r = await startRunner(['-w', '2', '--max-requests', '30', join(FIXTURES, 'runner-http.cjs')], { workers: 2 });
+    prom = await startPrometheus([{ job: 'runner', target: `127.0.0.1:${r.metricsPort}` }]);
+  });
+  afterAll(async () => {
+    await prom?.stop();
+    expect(await r?.stop()).toEqual({ code: 0, signal: null });
+  });
+
+  it('has every request of every worker (retired ones included), the restarts by reason and the signals, exactly', async () => {
+    await waitFor(async () => (await prom.query('up{job="runner"} == 1')).length === 1, 30_000, 'runner target up');
+    const ok = await load(r.url('/'), 100, 4);
+    const fails = await load(r.url('/fail'), 10, 2);
+    expect(ok.filter((x) => x !== 200)).toEqual([]);
+    expect(fails.filter((x) => x !== 503)).toEqual([]);
+    await r.waitRunning(2);
+    r.signal('SIGTTIN');
+    await r.waitRunning(3);
+    await waitFor(async () => (await prom.query('sum(gunicorn_worker_requests_total) == 110')).length === 1
+      && (await prom.query('gunicorn_master_signals_total{signal="ttin"} == 1')).length === 1
+      && (await prom.query('count(gunicorn_worker_state{state="running"}) == 3')).length === 1, 30_000, 'all in Prometheus');
+
+    expect(await prom.scalar('sum(gunicorn_worker_requests_total)')).toBe(110);
+    expect(await prom.scalar('sum(gunicorn_worker_requests_total{endpoint="/"})')).toBe(100);
+    expect(await prom.scalar('sum(gunicorn_worker_failed_requests_total{endpoint="/fail", error_type="RequestError"})')).toBe(10);
+    expect(await prom.scalar('sum(gunicorn_worker_request_duration_seconds_count)')).toBe(110);
+    // 110 requests at 30 per worker: at least 3 retirements, each a worker that served its quota
+    const restarts = await prom.query('gunicorn_master_worker_restarts_total');
+    expect(restarts.length).toBeGreaterThanOrEqual(3);
+    for (const x of restarts) {
+      expect(x.metric.reason).toBe('max_requests');
+      expect(x.value).toBe(1);
+      expect(await prom.scalar(`sum(gunicorn_worker_requests_total{worker_id="${x.metric.worker_id}"})`)).toBeGreaterThanOrEqual(30);
     }
-    expect(empty).toEqual([]);
+    expect(await prom.scalar('sum(gunicorn_master_worker_restarts_total{reason="max_requests"})')).toBe(restarts.length);
+    expect(await prom.scalar('gunicorn_master_signals_total{signal="ttin", action="scale_up"}')).toBe(1);
+    expect(await prom.scalar('count(gunicorn_worker_state{state="running"})')).toBe(3);
+  });
+
+  it('answers every query of the shipped Grafana dashboard with data', async () => {
+    expect(await emptyQueries(prom, dashboardQueries('runner'))).toEqual([]);
   });
 });
 
