@@ -63,7 +63,7 @@ describe('node -r prefork-otel/register with a CommonJS node:cluster app (3 work
   beforeAll(async () => {
     // no periodic pushes: what reaches the master arrives at scrape time or as a final snapshot
     ({ app, appPort, metricsPort } = await startCluster(['-r', REGISTER_CJS, join(FIXTURES, 'cluster-app.cjs')], 3,
-      { PREFORK_OTEL_SNAPSHOT_INTERVAL: '600', PREFORK_OTEL_CPU_INTERVAL: '0.2' }));
+      { PREFORK_OTEL_SNAPSHOT_INTERVAL: '600', PREFORK_OTEL_CPU_INTERVAL: '0.2', WORKER_HEAP_MB: '48' }));
   });
   afterAll(async () => { await app?.stop(); });
 
@@ -144,6 +144,19 @@ describe('node -r prefork-otel/register with a CommonJS node:cluster app (3 work
       expect(select(s, name, { worker_id: victim })).toEqual([]);
     }
     expect(workerIds(s)).toEqual(livePids(app));
+  });
+
+  it('a worker that runs out of heap (V8 aborts it) is recorded with reason oom', async () => {
+    // /oom never answers: the worker serving it dies in the middle of it and the connection is reset
+    await expect(get(appPort, '/oom')).rejects.toThrow();
+    const pid = (await waitFor(() => /^exit (\d+) null SIGABRT$/m.exec(app.stdout), 30_000, 'abort'))[1]!;
+    const s = await waitFor(async () => {
+      const x = await scrape(metricsPort);
+      return select(x, 'gunicorn_master_worker_restarts_total', { worker_id: pid }).length > 0 ? x : undefined;
+    }, 15_000, 'restart recorded');
+    expect(value(s, 'gunicorn_master_worker_restarts_total', { worker_id: pid, reason: 'oom' })).toBe(1);
+    expect(total(s, 'gunicorn_master_worker_restarts_total', { reason: 'signal' })).toBe(1);
+    expect(app.stderr).toMatch(/heap out of memory/);
   });
 });
 
