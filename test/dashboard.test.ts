@@ -111,20 +111,23 @@ describe('the Grafana dashboard', () => {
 });
 
 describe('the compose example app (otel-collector/example/app.cjs), run here without Docker', () => {
-  it('runs under the preload with the compose environment: two workers, master endpoint, a /crash recorded as a restart', async () => {
+  it('runs under the runner with the compose command and environment: two workers, one endpoint, /crash recorded as a restart', async () => {
     const compose = yaml('docker-compose.yml');
+    const cmd: string[] = compose.services.app.command;
+    expect(cmd.slice(0, 2)).toEqual(['node', 'dist/cjs/cli.js']);
     const appPort = await freePort();
     const metricsPort = await freePort();
-    const env = { ...compose.services.app.environment, APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1', OTEL_METRICS_EXPORTER: 'prometheus' };
-    const app = startNode(['-r', REGISTER_CJS, join(OC, 'example/app.cjs')], env);
+    const args = cmd.slice(1).map((a) => (a === '0.0.0.0:8000' ? `127.0.0.1:${appPort}` : a));
+    const env = { ...compose.services.app.environment, PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1', OTEL_METRICS_EXPORTER: 'prometheus' };
+    const app = startNode(args, env);
     try {
-      await waitFor(() => (app.stdout.match(/listening on/g) ?? []).length === 2, 20_000, 'two workers listening');
-      const uptimeIds = async () => [...new Set((await scrape(metricsPort)).filter((s) => s.name === 'gunicorn_worker_uptime_seconds').map((s) => s.labels.worker_id))];
-      await waitFor(async () => (await uptimeIds()).length === 2, 20_000, 'two workers in the scrape');
+      const running = async () => (await scrape(metricsPort)).filter((s) => s.name === 'gunicorn_worker_state' && s.labels.state === 'running').map((s) => s.labels.worker_id!);
+      const two = await waitFor(async () => { const r = await running(); return r.length === 2 ? r : undefined; }, 30_000, 'two workers running');
       const crashed = await fetch(`http://127.0.0.1:${appPort}/crash`, { headers: { connection: 'close' } });
       expect(await crashed.text()).toBe('bye');
       await waitFor(async () => (await scrape(metricsPort)).some((s) => s.name === 'gunicorn_master_worker_restarts_total' && s.labels.reason === 'crash' && s.value === 1), 20_000, 'restart recorded');
-      await waitFor(() => (app.stdout.match(/listening on/g) ?? []).length === 3, 20_000, 'replacement worker');
+      await waitFor(async () => { const r = await running(); return r.length === 2 && r.some((p) => !two.includes(p)); }, 30_000, 'replacement worker');
+      expect(await app.stop()).toEqual({ code: 0, signal: null });
     } finally {
       await app.stop();
     }
@@ -170,8 +173,8 @@ describe('otel-collector/ files agree with each other', () => {
         expect(existsSync(join(OC, host)), `${name}: ${host}`).toBe(true);
       }
     }
-    expect(compose.services.app.command.slice(0, 3)).toEqual(['node', '-r', './dist/cjs/register.js']);
-    expect(existsSync(join(ROOT, compose.services.app.command[3]))).toBe(true);
+    expect(existsSync(join(ROOT, compose.services.app.command[1]))).toBe(true); // after npm run build
+    expect(existsSync(join(ROOT, compose.services.app.command.at(-1)))).toBe(true);
     expect(Object.keys(compose.services).sort()).toEqual(['app', 'grafana', 'load', 'otel-collector', 'prometheus']);
     const datasource = yaml('grafana/provisioning/datasources/prometheus.yml').datasources[0];
     expect(datasource.url).toBe('http://prometheus:9090');
