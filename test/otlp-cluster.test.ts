@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURES, REGISTER_CJS, freePort, startNode, waitFor, type Proc } from './helpers';
 import { pointsOf, startHttpReceiver, type Export, type Receiver } from './fixtures/otlp-receiver';
+import { collectorPrometheusName } from './fixtures/collector-naming';
 
 function get(port: number, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -125,7 +126,9 @@ describe('OTLP with node:cluster under the preload (2 workers): each process exp
     await waitFor(() => total(latestByPid(receiver.exports).get(primary), 'gunicorn_master_worker_restarts_total') === 1, 15_000, 'restart exported');
     const e = latestByPid(receiver.exports).get(primary)!;
     expect(pointsOf(e, 'gunicorn_master_worker_restarts_total').map((x) => [x.attributes, x.value])).toEqual([[{ worker_id: victim, reason: 'signal' }, 1]]);
-    expect(pointsOf(e, 'gunicorn_master_worker_restarts_total')[0]!.metric).toMatchObject({ type: 'sum', monotonic: true, temporality: 2 });
+    const meta = pointsOf(e, 'gunicorn_master_worker_restarts_total')[0]!.metric;
+    expect(meta).toMatchObject({ type: 'sum', monotonic: true, temporality: 2, unit: '' });
+    expect(collectorPrometheusName(meta)).toBe('gunicorn_master_worker_restarts_total');
   });
 });
 

@@ -13,6 +13,7 @@ import { FIXTURES, REGISTER_CJS, freePort, hit, scrape, select, startNode, waitF
 import {
   metricNames, pointsOf, startGrpcReceiver, startHttpReceiver, type Export, type Receiver,
 } from './fixtures/otlp-receiver';
+import { collectorPrometheusName, type Strategy } from './fixtures/collector-naming';
 
 const APP = join(FIXTURES, 'otlp-app.cjs');
 const WORKER_METRICS = [
@@ -91,6 +92,11 @@ function expectKnownMix(e: Export, pid: number): void {
   expect(meta('gunicorn_worker_cpu_percent')).toMatchObject({ type: 'gauge', unit: '%' });
   expect(meta('gunicorn_worker_uptime_seconds')).toMatchObject({ type: 'gauge', unit: 's' });
   expect(meta('gunicorn_worker_requests_total').description).toBe('Total requests handled by worker');
+  // what arrived is named exactly as the contract by a collector's Prometheus exporter, whatever its
+  // translation strategy (no _total_total, no _seconds_seconds)
+  for (const strategy of ['UnderscoreEscapingWithSuffixes', 'UnderscoreEscapingWithoutSuffixes', 'NoUTF8EscapingWithSuffixes', 'NoTranslation'] as Strategy[]) {
+    for (const name of WORKER_METRICS) expect(collectorPrometheusName(meta(name), strategy), `${strategy} ${name}`).toBe(name);
+  }
 }
 
 describe('OTLP from the preload to an in-test receiver', () => {
@@ -258,6 +264,18 @@ describe('OTLP/gRPC', () => {
     } finally {
       await grpc.close();
     }
+  });
+});
+
+describe("the collector naming rules used above reproduce otlptranslator's own examples", () => {
+  it('adds the suffixes a name lacks, and only those', () => {
+    expect(collectorPrometheusName({ name: 'http.server.duration', unit: 's', type: 'histogram' })).toBe('http_server_duration_seconds');
+    expect(collectorPrometheusName({ name: 'requests.count', unit: '1', type: 'sum', monotonic: true })).toBe('requests_count_total');
+    expect(collectorPrometheusName({ name: 'memory.usage', unit: 'By', type: 'gauge' })).toBe('memory_usage_bytes');
+    expect(collectorPrometheusName({ name: 'cpu.utilization', unit: '1', type: 'gauge' })).toBe('cpu_utilization_ratio');
+    expect(collectorPrometheusName({ name: 'gunicorn_worker_requests', unit: '', type: 'sum', monotonic: true })).toBe('gunicorn_worker_requests_total');
+    expect(collectorPrometheusName({ name: 'gunicorn_worker_uptime', unit: 's', type: 'gauge' }, 'NoUTF8EscapingWithSuffixes')).toBe('gunicorn_worker_uptime_seconds');
+    expect(collectorPrometheusName({ name: 'http.server.duration', unit: 's', type: 'histogram' }, 'UnderscoreEscapingWithoutSuffixes')).toBe('http_server_duration');
   });
 });
 
