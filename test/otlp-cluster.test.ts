@@ -103,12 +103,9 @@ describe('OTLP with node:cluster under the preload (2 workers): each process exp
     expect(pointsOf(latest.get(primary)!, 'gunicorn_worker_requests_total')).toEqual([]);
   });
 
-  // KNOWN GAP (expected to fail until fixed): the primary's OTLP export still carries its own
-  // gunicorn_worker_uptime_seconds / _state / _memory_bytes / _cpu_percent (worker_id = the primary's
-  // pid): the scrape path drops them (withoutWorkerMetrics), the push path needs the same, i.e.
-  // `this.runtime.telemetry.setPushTransform(withoutWorkerMetrics)` in PrimaryWatch.becomeMaster()
-  // (src/modes/cluster.ts). Remove `.fails` once that line is in.
-  it.fails('the primary (the master) exports none of the worker metrics under its own pid', async () => {
+  // the scrape path drops the master's own worker series with withoutWorkerMetrics; the push path
+  // too, through Telemetry.setPushTransform in PrimaryWatch.becomeMaster() (src/modes/cluster.ts)
+  it('the primary (the master) exports none of the worker metrics under its own pid', async () => {
     const primary = String(app.child.pid);
     await waitFor(() => latestByPid(receiver.exports).has(primary), 15_000, 'a primary export');
     const p = latestByPid(receiver.exports).get(primary)!;

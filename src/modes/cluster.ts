@@ -142,6 +142,8 @@ export class PrimaryWatch {
     this.master = true;
     this.runtime.observer.stop();
     this.runtime.sampler.stop();
+    // the push readers (OTLP, console) must not carry its worker series either
+    this.runtime.telemetry.setPushTransform(withoutWorkerMetrics);
     this.masterMetrics = new MasterMetrics({ meterProvider: this.runtime.telemetry.meterProvider });
     void this.oom.baseline();
   }
