@@ -166,10 +166,13 @@ export class Arbiter implements ServerApi {
     }
   }
 
-  /** the workers the aggregator asks at scrape time (booted, not yet gone) */
+  /**
+   * The workers the aggregator asks at scrape time: those that sent a snapshot (a worker sends one
+   * before it serves its first request) and not yet their final one.
+   */
   private sources(): WorkerLink[] {
     const out: WorkerLink[] = [];
-    for (const w of this.workers.values()) if (w.state !== 'booting' && !w.finalReceived && w.alive) out.push(w.link);
+    for (const w of this.workers.values()) if (w.snapshotSeen && !w.finalReceived && w.alive) out.push(w.link);
     return out;
   }
 
@@ -339,6 +342,7 @@ export class Arbiter implements ServerApi {
     }
     const link = new WorkerLink(child.pid, child, (snap) => {
       this.aggregator.update(snap);
+      w.snapshotSeen = true;
       if (snap.final) w.finalReceived = true;
     });
     const w = new WorkerProcess(child, link, age);

@@ -20,6 +20,8 @@ export class WorkerProcess implements WorkerInfo {
   reloadPending = false;
   /** the reason the worker itself gave for leaving (max_requests; signal: someone signalled it) */
   selfReason?: RestartReason;
+  /** a snapshot arrived: it answers collections (it sends one before it serves) */
+  snapshotSeen = false;
   /** its final snapshot arrived: it no longer answers collections */
   finalReceived = false;
   /** a SIGKILL deadline is armed (graceful timeout) */

@@ -92,6 +92,8 @@ export abstract class BaseWorker implements WorkerApi {
   async run(handles: SocketHandle[][]): Promise<void> {
     this.runtime = new WorkerRuntime(this.config, this.requestHooks(), { workerId: this.pid, producers: this.producers() });
     this.responder = new SnapshotResponder(this.runtime.telemetry).start(this.config.snapshotIntervalMs);
+    // a first snapshot before serving: from now on the master asks this worker at every scrape
+    await this.responder.send(false);
     this.initSignals();
     await this.hooks.call('post_fork', { pid: this.ppid, log: this.log }, this);
     await this.serve(handles);
@@ -122,11 +124,23 @@ export abstract class BaseWorker implements WorkerApi {
     void this.retire('max_requests');
   }
 
-  /** Leave gracefully and let the master know why (it spawns the replacement right away). */
+  /**
+   * Leave gracefully and let the master know why (it spawns the replacement right away). Accepting
+   * stops at once, so the connections that arrive from here on go to the other workers.
+   */
   protected async retire(reason: RestartReason, signal?: string): Promise<void> {
-    if (!this.alive) return;
+    if (!this.alive || this.retiring) return;
+    this.retiring = true;
+    this.stopAccepting();
     await toMaster({ [TAG]: 'retire', reason, ...(signal ? { signal } : {}) });
     await this.stop(true);
+  }
+
+  private retiring = false;
+
+  /** stop taking new connections (accepted ones are still served) */
+  protected stopAccepting(): void {
+    for (const a of this.acceptors) a.close();
   }
 
   /** The app server(s) of this process, each behind an Acceptor of `capacity`. */

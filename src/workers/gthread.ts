@@ -118,6 +118,10 @@ export class PrometheusThreadWorker extends BaseWorker {
     await Promise.all(started);
   }
 
+  protected override stopAccepting(): void {
+    for (const t of this.threads) if (!t.done) t.worker.postMessage({ cmd: 'close' });
+  }
+
   /** ask every thread to stop (draining for up to `ms`) and wait for their final series */
   protected override async drain(ms: number): Promise<void> {
     await this.stopThreads(true, ms);

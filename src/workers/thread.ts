@@ -3,7 +3,7 @@
  * app, its own request accumulators (recorded under the process's worker_id), serving the
  * process's listening sockets (each thread has its own fd of each socket; the threads race on
  * accept). The process's main thread collects the accumulators and sums them.
- *   main → thread: { cmd: 'collect', id } | { cmd: 'stop', graceful, ms }
+ *   main → thread: { cmd: 'collect', id } | { cmd: 'close' } | { cmd: 'stop', graceful, ms }
  *   thread → main: { cmd: 'ready' } | { cmd: 'scopes', id, scopes } | { cmd: 'max' } | { cmd: 'final', scopes }
  *                  | { cmd: 'failed', message, exitCode }
  */
@@ -90,9 +90,15 @@ class ThreadLoop implements WorkerApi {
     if (!this.alive || this.data.boot.keepAlive <= 0) res.shouldKeepAlive = false;
     const max = this.data.boot.maxRequests;
     if (max > 0 && n >= max) {
+      // the quota is reached: every thread stops accepting at its next request at the latest
       res.shouldKeepAlive = false;
+      this.acceptor?.close();
       if (n === max) parentPort!.postMessage({ cmd: 'max' });
     }
+  }
+
+  closeAcceptor(): void {
+    this.acceptor?.close();
   }
 
   scopes() {
@@ -131,6 +137,7 @@ async function main(): Promise<void> {
   const loop = new ThreadLoop(workerData as ThreadData);
   parentPort!.on('message', (m: { cmd: string; id?: number; graceful?: boolean; ms?: number }) => {
     if (m.cmd === 'collect') parentPort!.postMessage({ cmd: 'scopes', id: m.id, scopes: loop.scopes() });
+    else if (m.cmd === 'close') loop.closeAcceptor();
     else if (m.cmd === 'stop') {
       const first = !loop.stopped;
       void loop.stop(!!m.graceful, m.ms ?? 0).then(() => { if (first) parentPort!.postMessage({ cmd: 'final', scopes: loop.scopes() }); });

@@ -1,0 +1,42 @@
+/**
+ * --max-requests: workers retire gracefully after their quota (reason max_requests) and are
+ * replaced; every request sent is still counted (each leaving worker's final snapshot).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { FIXTURES, labelValues, select, total } from './helpers';
+import { load, startRunner, type Runner } from './runner-helpers';
+
+const APP = join(FIXTURES, 'runner-http.cjs');
+let r: Runner | undefined;
+afterEach(async () => {
+  await r?.stop();
+  r = undefined;
+});
+
+describe.each([
+  ['gevent', []],
+  ['gthread', ['--threads', '2']],
+] as Array<[string, string[]]>)('--max-requests 50 --max-requests-jitter 10 -k %s', (kind, extra) => {
+  it('recycles workers with reason max_requests and still counts every request', async () => {
+    r = await startRunner(['-w', '2', '-k', kind, ...extra, '--max-requests', '50', '--max-requests-jitter', '10', APP], { workers: 2 });
+    const statuses = await load(r.url('/'), 300, 4);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    const s = await r.scrape();
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(300);
+    const retired = select(s, 'gunicorn_master_worker_restarts_total', { reason: 'max_requests' });
+    expect(retired.length).toBeGreaterThanOrEqual(4);
+    expect(total(s, 'gunicorn_master_worker_restarts_total')).toBe(retired.length);
+    for (const x of retired) {
+      expect(x.value).toBe(1);
+      // a worker stops accepting at the request that reaches its quota (50 + up to 10 jitter);
+      // requests already under way on its other connections (4 clients; gthread: also the other
+      // thread's next one) still finish there
+      const served = total(s, 'gunicorn_worker_requests_total', { worker_id: x.labels.worker_id! });
+      expect(served).toBeGreaterThanOrEqual(50);
+      expect(served).toBeLessThanOrEqual(60 + 4 + 2);
+    }
+    expect(labelValues(s, 'gunicorn_worker_requests_total', 'worker_id').length).toBeGreaterThanOrEqual(retired.length + 1);
+    await r.waitRunning(2);
+  });
+});
