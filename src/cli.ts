@@ -34,6 +34,12 @@ async function checkApp(config: Awaited<ReturnType<typeof loadRunnerConfig>> & {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'exporter') {
+    // the PROMETHEUS_MULTIPROC_DIR exporter (src/modes/exporter.ts): loaded only when asked for
+    const { runExporter } = await import('./modes/exporter');
+    await runExporter(argv.slice(1));
+    return;
+  }
   const request = await loadRunnerConfig(argv);
   if (request.kind === 'help') {
     process.stdout.write(helpText(version()));
