@@ -228,6 +228,28 @@ describe('OTLP from the preload to an in-test receiver', () => {
   });
 });
 
+describe('OTEL_METRICS_EXPORTER=console and none', () => {
+  it('console: the final export is printed on stdout (the console exporter of the OTel SDK)', async () => {
+    const { app, port } = await startApp({ OTEL_METRICS_EXPORTER: 'console' });
+    for (let i = 0; i < 3; i++) await hit(`http://127.0.0.1:${port}/users/${i}`);
+    await hit(`http://127.0.0.1:${port}/quit`);
+    expect(await app.exited).toEqual({ code: 0, signal: null });
+    expect(app.stdout).toContain("name: 'gunicorn_worker_requests_total'");
+    expect(app.stdout).toContain("endpoint: '/users/:id'");
+  });
+
+  it('none: no endpoint and no export; the app runs as without the preload', async () => {
+    const metricsPort = await freePort();
+    const { app, port } = await startApp({ OTEL_METRICS_EXPORTER: 'none', PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1' });
+    expect(await hit(`http://127.0.0.1:${port}/users/1`)).toBe(200);
+    await expect(fetch(`http://127.0.0.1:${metricsPort}/metrics`)).rejects.toThrow();
+    await hit(`http://127.0.0.1:${port}/quit`);
+    expect(await app.exited).toEqual({ code: 0, signal: null });
+    expect(app.stdout).toBe('listening\n');
+    expect(app.stderr).toBe('');
+  });
+});
+
 describe('OTLP: an app that ends itself with process.exit()', () => {
   it("awaits the library's shutdown() first: its final export carries everything", async () => {
     const receiver = await startHttpReceiver(await freePort());
