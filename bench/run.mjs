@@ -1,0 +1,303 @@
+// `npm run bench`: everything in bench/, in one run, on this machine; prints a table, writes
+// bench/results.json and rewrites docs/benchmarks.md. Not part of `npm test`.
+//
+//   node bench/run.mjs            full run (about 8 minutes on 2 cores)
+//   node bench/run.mjs --quick    short runs, for trying the harness (figures are not meaningful)
+//   --only=micro,load,toggle,cluster,memory,scrape,e2e   run a subset (docs/benchmarks.md is then not rewritten)
+//   --no-pin                      do not pin server / load generator to CPUs 0 / 1 with taskset
+//   BENCH_LOADGEN=autocannon      force the autocannon fallback instead of wrk
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const onlyArg = args.find((a) => a.startsWith('--only='));
+const only = onlyArg ? new Set(onlyArg.slice(7).split(',')) : undefined;
+const want = (part) => !only || only.has(part);
+const started = performance.now();
+const log = (line) => console.log(`[${((performance.now() - started) / 1000).toFixed(0).padStart(3)} s] ${line}`);
+
+// 1. build (dist/ is what the servers preload)
+const build = spawnSync(process.execPath, [join(ROOT, 'scripts/build.mjs')], { cwd: ROOT, encoding: 'utf8' });
+if (build.status !== 0) {
+  if (!existsSync(join(ROOT, 'dist/cjs/register.js'))) {
+    console.error(build.stdout + build.stderr);
+    console.error('bench: the build failed and there is no dist/ to run');
+    process.exit(1);
+  }
+  log('bench: the build reported errors; running against the existing dist/');
+}
+
+const { detectLoadGenerator, runThroughput, runToggle, runMemory, runE2eScrape, runnerAvailable, setPinning } = await import('./load.mjs');
+const { runMicro } = await import('./micro.mjs');
+const { runScrape } = await import('./scrape.mjs');
+
+setPinning(!args.includes('--no-pin'));
+const gen = want('load') || want('toggle') || want('cluster') || want('memory') || want('e2e') ? detectLoadGenerator(log) : 'none';
+
+function cpuModel() {
+  const r = spawnSync('sh', ['-c', "lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1"], { encoding: 'utf8' });
+  return (r.stdout || '').trim() || os.cpus()[0]?.model || 'unknown';
+}
+function version(cmd, a) {
+  const r = spawnSync(cmd, a, { encoding: 'utf8' });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n')[0].trim();
+}
+const pkg = (name) => JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version;
+
+const meta = {
+  date: new Date().toISOString(),
+  node: process.version,
+  cpu: cpuModel(),
+  cores: os.cpus().length,
+  memoryGB: +(os.totalmem() / 2 ** 30).toFixed(1),
+  platform: `${os.type()} ${os.release()}`,
+  loadGenerator: gen === 'wrk' ? `${version('wrk', ['-v'])} (-t1 -c32)` : gen === 'autocannon' ? `autocannon ${pkg('autocannon')} (-c32)` : 'none',
+  pinned: !args.includes('--no-pin') && spawnSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' }).status === 0,
+  loadAverageAtStart: os.loadavg().map((x) => +x.toFixed(2)),
+  quick,
+  versions: {
+    'prom-client': pkg('prom-client'), 'express-prom-bundle': pkg('express-prom-bundle'), express: pkg('express'),
+    '@opentelemetry/sdk-node': pkg('@opentelemetry/sdk-node'), '@opentelemetry/instrumentation-http': pkg('@opentelemetry/instrumentation-http'),
+    '@opentelemetry/sdk-metrics': pkg('@opentelemetry/sdk-metrics'),
+  },
+};
+log(`bench: ${meta.node} on ${meta.cpu} × ${meta.cores}, load generator ${meta.loadGenerator}${meta.pinned ? ', server pinned to CPU 0 and load generator to CPU 1' : ''}; load average ${meta.loadAverageAtStart.join(' ')}`);
+
+const P = quick
+  ? { httpReps: 2, expressReps: 1, seconds: 2, clusterReps: 1, windows: 2, windowSeconds: 1, memN: 10_000, e2eWorkers: 4, e2eScrapes: 5 }
+  : { httpReps: 5, expressReps: 3, seconds: 4, clusterReps: 3, windows: 8, windowSeconds: 2, memN: 100_000, e2eWorkers: 16, e2eScrapes: 30 };
+
+const results = { meta, params: P };
+if (want('micro')) {
+  log('— hot path, micro-harness (tinybench) —');
+  results.micro = await runMicro({ quick, log });
+}
+if (want('load')) {
+  log('— throughput, latency and server CPU per request (node:http) —');
+  results.throughput = await runThroughput(gen, { apps: ['http'], reps: P.httpReps, seconds: P.seconds, log });
+  log('— the same on Express —');
+  Object.assign(results.throughput, await runThroughput(gen, { apps: ['express'], reps: P.expressReps, seconds: P.seconds, log }));
+}
+if (want('toggle')) {
+  log('— in-process A/B: the preload\'s observer off / on in one server —');
+  results.toggle = await runToggle(gen, { windows: P.windows, seconds: P.windowSeconds, log });
+}
+if (want('cluster')) {
+  const runner = runnerAvailable();
+  log(`— two workers: node:cluster bare vs under the preload${runner ? ' vs the runner -w 2' : ' (runner: pending, not built yet)'} —`);
+  const variants = ['clusterBare', 'clusterPreload', ...(runner ? ['runner'] : [])];
+  results.cluster = (await runThroughput(gen, { apps: ['cluster'], variants, baseline: 'clusterBare', reps: P.clusterReps, seconds: P.seconds, log })).cluster;
+  if (!runner) results.cluster.runner = { label: 'prefork-otel runner -w 2', pending: 'pending runner: src/cli.ts was not built when this ran' };
+}
+if (want('memory')) {
+  log('— memory per worker: 200 routes, then random paths —');
+  results.memory = {
+    http: await runMemory(gen, { app: 'http', variants: ['bare', 'prefork', 'prom'], n: P.memN, log }),
+    express: await runMemory(gen, { app: 'express', variants: ['bare', 'prefork'], n: P.memN, log }),
+  };
+}
+if (want('scrape')) {
+  log('— scrape cost, master side in-process (Prometheus series per worker) —');
+  results.scrape = await runScrape({ quick, log });
+  log('— scrape cost with 1,000 (method, endpoint) label sets per worker (≈ 18,000 series each) —');
+  results.scrapeLabelSets = await runScrape({ workers: [4, 16], series: [1000], labelSets: true, quick, log });
+}
+if (want('e2e')) {
+  log('— one end-to-end scrape: node:cluster + preload, the primary aggregating its workers over IPC —');
+  results.e2eScrape = await runE2eScrape(gen, { workers: P.e2eWorkers, labelSets: 55, scrapes: P.e2eScrapes, log });
+}
+meta.loadAverageAtEnd = os.loadavg().map((x) => +x.toFixed(2));
+meta.seconds = Math.round((performance.now() - started) / 1000);
+
+results.targets = evaluateTargets(results);
+const table = renderTables(results);
+console.log('\n' + table.console);
+writeFileSync(join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 2) + '\n');
+log('wrote bench/results.json');
+if (!only) {
+  writeFileSync(join(ROOT, 'docs/benchmarks.md'), renderDoc(results, table));
+  log('wrote docs/benchmarks.md');
+}
+
+// ————————————————————————————————————————————————————————————————————————————————
+
+function f(x, d = 2) {
+  return x === undefined || x === null || Number.isNaN(x) ? '–' : Number(x).toFixed(d);
+}
+
+function evaluateTargets(r) {
+  const t = [];
+  const http = r.throughput?.http;
+  if (http) {
+    const p = http.prefork;
+    t.push({ target: 'throughput ≥ 0.95× bare (node:http)', value: `${f(p.ratioToBare)}×`, met: p.ratioToBare >= 0.95 });
+    const ahead = p.ratioToBare > http.prom.ratioToBare && p.ratioToBare > http.otel.ratioToBare;
+    t.push({ target: 'ahead of prom-client and OTel instrumentation-http (node:http, same run)', value: `${f(p.ratioToBare)}× vs ${f(http.prom.ratioToBare)}× / ${f(http.otel.ratioToBare)}×`, met: ahead });
+  }
+  const ex = r.throughput?.express;
+  if (ex) {
+    t.push({ target: 'throughput ≥ 0.95× bare (Express)', value: `${f(ex.prefork.ratioToBare)}×`, met: ex.prefork.ratioToBare >= 0.95 });
+    t.push({ target: 'ahead of express-prom-bundle and OTel (Express, same run)', value: `${f(ex.prefork.ratioToBare)}× vs ${f(ex.prom.ratioToBare)}× / ${f(ex.otel.ratioToBare)}×`, met: ex.prefork.ratioToBare > ex.prom.ratioToBare && ex.prefork.ratioToBare > ex.otel.ratioToBare });
+  }
+  if (r.micro) {
+    const a = r.micro.request['prefork-otel (fast)'].addedNs / 1000;
+    t.push({ target: '≤ 1.5 µs added CPU per request (micro-harness)', value: `${f(a, 3)} µs`, met: a <= 1.5 });
+  }
+  if (r.toggle) t.push({ target: '≤ 1.5 µs added server CPU per request (real HTTP, same process, observer on − off)', value: `${f(r.toggle.addedCpuUsPerRequest)} µs (user ${f(r.toggle.addedUserCpuUsPerRequest)} µs) over ${r.toggle.requests} requests`, met: r.toggle.addedCpuUsPerRequest <= 1.5 });
+  if (http) t.push({ target: '≤ 1.5 µs added server CPU per request (real HTTP, separate processes, median of rounds)', value: `${f(http.prefork.addedCpuUsPerRequest)} µs (user ${f(http.prefork.addedUserCpuUsPerRequest)} µs) over ${http.prefork.requestsMeasured} requests`, met: http.prefork.addedCpuUsPerRequest <= 1.5 });
+  const cell = r.scrape?.find((c) => c.workers === 16 && c.seriesPerWorker > 900 && c.seriesPerWorker < 1100);
+  if (cell) t.push({ target: '16 workers × 1,000 series scraped ≤ 100 ms p99 (master merge + serialize)', value: `${f(cell.mergeSerializeMs.p99, 1)} ms (with IPC decode ${f(cell.decodeMergeSerializeMs.p99, 1)} ms)`, met: cell.mergeSerializeMs.p99 <= 100 });
+  if (r.e2eScrape && r.e2eScrape.workers === 16) t.push({ target: '16 workers × ~1,000 series, end-to-end scrape ≤ 100 ms p99', value: `${f(r.e2eScrape.latencyMs.p99, 1)} ms`, met: r.e2eScrape.latencyMs.p99 <= 100 });
+  const mh = r.memory?.http;
+  if (mh) {
+    const added = mh.prefork.routes.rssMB - mh.bare.routes.rssMB;
+    t.push({ target: '≤ 15 MB RSS added per worker (node:http, after 100k requests over 200 routes)', value: `${f(added, 1)} MB RSS (private ${f(mh.prefork.routes.privateMB - mh.bare.routes.privateMB, 1)} MB)`, met: added <= 15 });
+  }
+  const me = r.memory?.express;
+  if (me) {
+    const added = me.prefork.routes.rssMB - me.bare.routes.rssMB;
+    t.push({ target: '≤ 15 MB RSS added per worker (Express)', value: `${f(added, 1)} MB RSS (private ${f(me.prefork.routes.privateMB - me.bare.routes.privateMB, 1)} MB)`, met: added <= 15 });
+  }
+  return t;
+}
+
+function mdTable(head, rows) {
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+function renderTables(r) {
+  const parts = [];
+  const consoleParts = [];
+  const add = (title, head, rows) => {
+    parts.push(`### ${title}\n\n${mdTable(head, rows)}\n`);
+    const widths = head.map((h, i) => Math.max(String(h).length, ...rows.map((row) => String(row[i]).length)));
+    consoleParts.push(`${title}\n${[head, ...rows].map((row) => row.map((c, i) => String(c).padEnd(widths[i])).join('  ')).join('\n')}\n`);
+  };
+  for (const app of ['http', 'express']) {
+    const t = r.throughput?.[app];
+    if (!t) continue;
+    add(`Throughput and server CPU — ${app === 'http' ? 'node:http' : 'Express'} hello world (median of ${r.params[app === 'http' ? 'httpReps' : 'expressReps']} interleaved rounds)`,
+      ['variant', 'req/s', '× bare', 'CPU µs/req', 'added µs/req', 'added user µs/req', 'p50 ms', 'p99 ms', 'requests'],
+      Object.values(t).map((v) => [v.label, f(v.rps, 0), f(v.ratioToBare, 3), f(v.cpuUsPerRequest), f(v.addedCpuUsPerRequest), f(v.addedUserCpuUsPerRequest), f(v.latencyMs.p50), f(v.latencyMs.p99), v.requestsMeasured]));
+  }
+  if (r.toggle) {
+    add('Added server CPU per request, same process (observer off / on, ABBA windows)',
+      ['windows', 'requests', 'off µs/req', 'on µs/req', 'added µs/req', 'added user µs/req'],
+      [[`${r.toggle.windows} × 2 × ${r.toggle.secondsPerWindow} s`, r.toggle.requests, f(r.toggle.offCpuUsPerRequest), f(r.toggle.onCpuUsPerRequest), f(r.toggle.addedCpuUsPerRequest), f(r.toggle.addedUserCpuUsPerRequest)]]);
+  }
+  if (r.micro) {
+    add(`Hot path, micro-harness (tinybench, ${r.micro.batch} requests per sample, median of ${r.micro.rounds} rounds)`,
+      ['per request', 'ns', 'added ns'],
+      Object.entries(r.micro.request).map(([k, v]) => [k, f(v.nsPerRequest, 0), f(v.addedNs, 0)]));
+    add('Hot path, its parts alone', ['part', 'ns'], Object.entries(r.micro.parts).map(([k, v]) => [k, f(v, 1)]));
+  }
+  if (r.cluster) {
+    add('Two workers (median of interleaved rounds; CPU = all processes of the server)',
+      ['variant', 'req/s', '× node:cluster bare', 'CPU µs/req', 'added µs/req', 'p99 ms'],
+      Object.values(r.cluster).map((v) => (v.pending ? [v.label, v.pending, '', '', '', ''] : [v.label, f(v.rps, 0), f(v.ratioToBare, 3), f(v.cpuUsPerRequest), f(v.addedCpuUsPerRequest), f(v.latencyMs.p99)])));
+  }
+  if (r.memory) {
+    const rows = [];
+    for (const [app, m] of Object.entries(r.memory)) {
+      for (const v of Object.values(m)) {
+        rows.push([`${app === 'http' ? 'node:http' : 'Express'}: ${v.label}`, f(v.idle.rssMB, 1), f(v.routes.rssMB, 1), f(v.routes.privateMB, 1), f(v.routes.heapUsedMB, 1), f(v.random.rssMB, 1), f(v.random.heapUsedMB, 1), v.endpointsExported ?? '']);
+      }
+    }
+    add(`Memory of one worker (after a full GC; ${r.params.memN} requests over 200 routes, then ${r.params.memN} random paths)`,
+      ['server', 'idle RSS MB', 'RSS MB (routes)', 'private MB', 'heap MB', 'RSS MB (+random)', 'heap MB (+random)', 'endpoints exported'], rows);
+  }
+  if (r.scrape) {
+    add('Scrape, master side (in-process: IPC decode, Aggregator merge, serialize)',
+      ['workers', 'series / worker', 'label sets / worker', 'total series', 'merge+serialize p50 ms', 'p99 ms', 'with IPC decode p99 ms', 'payload MB'],
+      [...r.scrape, ...(r.scrapeLabelSets ?? [])].map((c) => [c.workers, c.seriesPerWorker, c.labelSetsPerWorker, c.totalSeries, f(c.mergeSerializeMs.p50, 1), f(c.mergeSerializeMs.p99, 1), f(c.decodeMergeSerializeMs.p99, 1), f(c.bytes / 1e6, 2)]));
+  }
+  if (r.e2eScrape) {
+    const e = r.e2eScrape;
+    add('Scrape, end to end (node:cluster + preload; GET /metrics on the primary)',
+      ['workers', 'reporting', 'series', 'payload MB', 'p50 ms', 'p99 ms', 'max ms'],
+      [[e.workers, e.workersReporting, e.series, f(e.bytes / 1e6, 2), f(e.latencyMs.p50, 1), f(e.latencyMs.p99, 1), f(e.latencyMs.max, 1)]]);
+  }
+  if (r.targets?.length) {
+    add('Targets', ['target', 'measured', 'met'], r.targets.map((t) => [t.target, t.value, t.met ? 'yes' : '**no**']));
+  }
+  return { markdown: parts.join('\n'), console: consoleParts.join('\n') };
+}
+
+function renderDoc(r, table) {
+  const m = r.meta;
+  return `# Benchmarks
+
+What prefork-otel costs, measured against bare Node and against what a user would use instead — a
+prom-client middleware (hand-written for \`node:http\`, express-prom-bundle for Express) and
+OpenTelemetry's own \`@opentelemetry/sdk-node\` + \`instrumentation-http\` + \`exporter-prometheus\` — on the
+same machine, in the same run, reported as ratios to bare.
+
+This page is written by \`npm run bench\` (\`bench/run.mjs\`); the raw figures are in \`bench/results.json\`.
+
+## This run
+
+- date: ${m.date}
+- Node ${m.node}; CPU: ${m.cpu}, ${m.cores} cores; ${m.memoryGB} GB; ${m.platform}
+- load generator: ${m.loadGenerator}, on 127.0.0.1${m.pinned ? '; server pinned to CPU 0, load generator to CPU 1 (taskset)' : ''}
+- load average at start / end: ${m.loadAverageAtStart.join(' ')} / ${(m.loadAverageAtEnd ?? []).join(' ')}; whole run ${m.seconds} s${m.quick ? ' (**--quick**: short runs, figures not meaningful)' : ''}
+- versions: ${Object.entries(m.versions).map(([k, v]) => `${k} ${v}`).join(', ')}
+
+**Load conditions.** The machine these figures come from is a shared 2-core VM on which other test suites
+were running at the same time (see the load average above). Absolute req/s and µs per request are
+therefore noisy and lower than on a quiet machine; loopback TCP system time dominates each request.
+Every comparison is made within one run: the variants of one app run interleaved (the order rotates each
+round), each round is compared to its own bare run, and the median of those per-round ratios or
+differences is reported. The in-process A/B (one server, the observer unsubscribed and subscribed again
+between windows) is the least noisy measure of the added CPU.
+
+${table.markdown}
+## How it is measured
+
+- **Apps** (\`bench/apps/\`): a \`node:http\` hello world and an Express 5 hello world. Variants: (a) bare;
+  (b) \`node -r prefork-otel/register\` (default config: fast recording, Prometheus endpoint); (c)
+  prom-client — for \`node:http\` a hand-written middleware recording a counter and a histogram with the same
+  labels and buckets, for Express \`express-prom-bundle\` (method + path, same buckets; it records one
+  histogram per request, whose \`_count\` serves as the counter); (d) \`-r bench/variants/otel-sdk.cjs\`:
+  \`NodeSDK\` with \`HttpInstrumentation\` and \`PrometheusExporter\`, traces and logs off.
+- **Load**: wrk \`-t1 -c32\` for ${r.params.seconds} s after a 1 s warm-up per run (autocannon \`-c32\` when wrk is
+  missing and cannot be installed). **Server CPU per request** = \`process.cpuUsage()\` of the server
+  (user + system) across the measured window ÷ requests answered, read through \`bench/probe.cjs\`, which
+  every variant preloads and which does nothing per request. Two workers: CPU of the primary and all its
+  descendants (from \`/proc\`).
+- **Micro-harness** (\`bench/micro.mjs\`): real \`IncomingMessage\` / \`ServerResponse\` objects published on
+  \`http.server.request.start\` / \`http.server.response.finish\` and closed, ${r.micro?.batch ?? 1000} per sample, with no
+  subscriber (baseline) and with each recorder subscribed; added = difference to the baseline of the same round.
+- **Memory** (\`bench/load.mjs\` \`runMemory\`): one server started with \`--expose-gc\`; RSS, private memory
+  (\`/proc/self/smaps_rollup\`: pages not shared with other processes) and heap after two full GCs, idle, after
+  ${r.params.memN} requests over 200 paths (\`/route0\`…\`/route199\`), and after ${r.params.memN} more to random paths
+  (\`/p/<8 letters>\`, each a new endpoint, so the cap \`PREFORK_OTEL_MAX_ENDPOINTS\` (500) bounds prefork-otel;
+  the hand-written prom-client middleware keeps one series per path).
+- **Scrape** (\`bench/scrape.mjs\`): W synthetic workers, each a real \`Telemetry\` + \`Metrics\` (RequestStore
+  + RequestMetricProducer) with request series recorded, collected into the \`Snapshot\` message each worker
+  sends over IPC (JSON). The master decodes them, \`Aggregator.merge\`s them with its own metrics, and
+  \`serializePrometheus\` writes the text (its byte length is taken, as the server does for Content-Length).
+  "Series" are Prometheus time series (sample lines): one (method, endpoint) label set is 18 of them
+  (counter, 15 buckets, _sum, _count), 20 with failures; each worker adds 4 gauges. The last rows use
+  1,000 label sets per worker (≈ 18,000 series each) to show where the cost grows.
+- **End-to-end scrape** (\`runE2eScrape\`): \`bench/apps/cluster.cjs\` (node:cluster) under the preload; its
+  primary aggregates the workers over IPC; every worker receives 55 routes; \`GET /metrics\` on the primary,
+  timed to the last byte.
+
+## Reproduce
+
+\`\`\`sh
+npm ci
+apt-get install -y wrk     # optional: bench/run.mjs installs it when run as root, else falls back to autocannon
+npm run bench              # about 8 minutes on 2 cores; --quick for a short trial run
+\`\`\`
+
+\`node bench/run.mjs --only=micro,scrape\` runs a subset (results.json only). \`node bench/micro.mjs\`,
+\`node bench/scrape.mjs -w 16 -s 1000\` run one part alone.
+`;
+}
