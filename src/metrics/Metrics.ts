@@ -67,21 +67,20 @@ export class Metrics {
         failed: this.meter.createCounter(M.failedRequests.name, { description: M.failedRequests.help }),
         errors: this.meter.createCounter(M.errorHandling.name, { description: M.errorHandling.help }),
       };
-    } else {
-      (options.producer ?? processProducer).add(this.store);
     }
+    const producer = options.producer ?? processProducer;
+    if (this.recording === 'fast') producer.add(this.store);
+    producer.addState(() => (this.state ? { attributes: this.state.attrs, value: this.state.since } : undefined));
 
     const memory = this.meter.createObservableGauge(M.memoryBytes.name, { description: M.memoryBytes.help, unit: M.memoryBytes.unit });
     const cpu = this.meter.createObservableGauge(M.cpuPercent.name, { description: M.cpuPercent.help, unit: M.cpuPercent.unit });
     const uptime = this.meter.createObservableGauge(M.uptimeSeconds.name, { description: M.uptimeSeconds.help, unit: M.uptimeSeconds.unit });
-    const state = this.meter.createObservableGauge(M.workerState.name, { description: M.workerState.help });
     this.meter.addBatchObservableCallback((r) => {
       if (this.memoryBytes !== undefined) r.observe(memory, this.memoryBytes, this.workerAttrs);
       if (this.cpuPercent !== undefined) r.observe(cpu, this.cpuPercent, this.workerAttrs);
       this.updateUptime();
       r.observe(uptime, this.uptimeSeconds, this.workerAttrs);
-      if (this.state) r.observe(state, this.state.since, this.state.attrs);
-    }, [memory, cpu, uptime, state]);
+    }, [memory, cpu, uptime]);
   }
 
   /**

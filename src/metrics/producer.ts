@@ -9,6 +9,9 @@ import { nowHrTime, type RequestStore, type Series } from './store';
 
 const EMPTY_RESOURCE = resourceFromAttributes({});
 
+/** gunicorn_worker_state{worker_id,state} = Unix seconds when `state` was entered */
+export interface WorkerStatePoint { attributes: Attributes; value: number }
+
 function seriesAttrs(store: RequestStore, s: Series): Attributes {
   return (s.attrs ??= { worker_id: store.workerId, method: s.method, endpoint: s.endpoint });
 }
@@ -36,8 +39,19 @@ function sum(name: string, description: string, points: DataPoint<number>[]): Me
  */
 export class RequestMetricProducer implements MetricProducer {
   private readonly stores: RequestStore[] = [];
+  private readonly states: Array<() => WorkerStatePoint | undefined> = [];
   add(store: RequestStore): void {
     this.stores.push(store);
+  }
+
+  /**
+   * A worker's current state for gunicorn_worker_state. Produced here, not by an observable gauge:
+   * the SDK's cumulative storage keeps every attribute set an observable gauge ever reported, so a
+   * worker that went booting → running would go on exporting its `booting` series. Here only the
+   * current state's series exists.
+   */
+  addState(source: () => WorkerStatePoint | undefined): void {
+    this.states.push(source);
   }
 
   async collect(): Promise<CollectionResult> {
@@ -78,6 +92,17 @@ export class RequestMetricProducer implements MetricProducer {
       sum(M.failedRequests.name, M.failedRequests.help, failed),
       sum(M.errorHandling.name, M.errorHandling.help, errors),
     ];
+    const statePoints: DataPoint<number>[] = [];
+    for (const source of this.states) {
+      const p = source();
+      if (p) statePoints.push({ startTime: endTime, endTime, attributes: p.attributes, value: p.value });
+    }
+    metrics.push({
+      descriptor: { name: M.workerState.name, description: M.workerState.help, unit: '', valueType: ValueType.DOUBLE },
+      aggregationTemporality: AggregationTemporality.CUMULATIVE,
+      dataPointType: DataPointType.GAUGE,
+      dataPoints: statePoints,
+    });
     // a metric without points is left out: in `otel` recording mode (no store registered) the SDK's
     // own instruments carry these names, and a second, empty family would repeat their HELP / TYPE
     return { scope: { ...SCOPE }, metrics: metrics.filter((m) => m.dataPoints.length > 0) };
