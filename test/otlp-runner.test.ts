@@ -101,13 +101,9 @@ describe('prefork-otel -w 2 --max-requests 40 with OTEL_METRICS_EXPORTER=prometh
     }
   });
 
-  // KNOWN GAP (expected to fail until fixed): the OpenTelemetry SDK keeps every attribute set an
-  // observable gauge ever reported in a cumulative reader's history, so once any reader has collected
-  // while the worker was `running` (here: the snapshots the master collects), the final export carries
-  // {state="running"} next to {state="stopping"} (and a worker scraped while booting keeps
-  // {state="booting"}). The contract exports only the current state. Fix: produce gunicorn_worker_state
-  // through a MetricProducer (like the request metrics) instead of an observable gauge.
-  it.fails('each worker\'s final export has exactly one gunicorn_worker_state series: its current state', () => {
+  // gunicorn_worker_state is produced through the MetricProducer (not an observable gauge, whose
+  // cumulative storage would keep every state ever reported): a final export carries only the current one.
+  it('each worker\'s final export has exactly one gunicorn_worker_state series: its current state', () => {
     const master = String(r.proc.child.pid);
     for (const e of receiver.exports.filter((x) => pidOf(x) !== master)) {
       expect(pointsOf(e, 'gunicorn_worker_state').map((p) => p.attributes.state)).toEqual(['stopping']);
