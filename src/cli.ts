@@ -55,12 +55,13 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(JSON.stringify({ ...describeConfig(config), exporter }, null, 2) + '\n');
     return;
   }
+  const cwd = process.cwd();
   if (config.chdir) process.chdir(config.chdir);
   if (config.checkConfig) await checkApp(request);
   const log = new RunnerLog(config.logLevel, config.errorLog);
   for (const w of warnings) log.warning(w);
   process.title = `prefork-otel: master${config.procName ? ` [${config.procName}]` : ''}`;
-  const code = await new Arbiter(config, exporter, log, argv, version()).run();
+  const code = await new Arbiter(config, exporter, log, argv, version(), cwd).run();
   process.exit(code);
 }
 

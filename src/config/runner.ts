@@ -262,8 +262,8 @@ export function parseAppSpec(raw: string, cwd = process.cwd()): AppSpec {
 }
 
 /** A config file's values (JSON, CommonJS or ES module; gunicorn's keys; hooks as functions). */
-export async function readConfigFile(file: string): Promise<Record<string, unknown>> {
-  const path = resolve(file);
+export async function readConfigFile(file: string, cwd = process.cwd()): Promise<Record<string, unknown>> {
+  const path = resolve(cwd, file);
   if (!existsSync(path) || !statSync(path).isFile()) throw new ConfigError(`prefork-otel: config file not found: ${JSON.stringify(file)} (-c/--config expects a .js, .cjs, .mjs or .json file)`);
   let mod: unknown;
   try {
@@ -341,7 +341,7 @@ export async function loadRunnerConfig(argv: string[], env: Env = process.env, c
   let configFile: string | undefined;
   if (configFileArg !== undefined) {
     configFile = resolve(cwd, configFileArg);
-    hooks = applyFile(settings, configFileArg, await readConfigFile(configFile), warnings);
+    hooks = applyFile(settings, configFileArg, await readConfigFile(configFileArg, cwd), warnings);
   }
   // environment: GUNICORN_WORKERS / WEB_CONCURRENCY, then GUNICORN_CMD_ARGS (gunicorn's own env layer)
   if (env.GUNICORN_WORKERS || env.WEB_CONCURRENCY) settings.workers = defaultWorkers(env);

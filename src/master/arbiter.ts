@@ -57,6 +57,7 @@ export class Arbiter implements ServerApi {
   private readonly queue: Queued[] = [];
   private readonly reaped: WorkerProcess[] = [];
   private wakeScheduled = false;
+  private processing = false;
   private age = 0;
   private spawning = 0;
   private stopping: 'graceful' | 'fast' | undefined;
@@ -71,8 +72,11 @@ export class Arbiter implements ServerApi {
   private done!: (code: number) => void;
   private readonly signalHandlers = new Map<SignalName, () => void>();
 
+  /**
+   * `argv` (and `cwd`, where it was read): the command line, read again on HUP.
+   */
   constructor(private cfg: RunnerConfig, readonly exporter: ExporterConfig, readonly log: RunnerLog, private readonly argv: string[],
-    private readonly version: string) {
+    private readonly version: string, private readonly cwd = process.cwd()) {
     this.numWorkers = cfg.workers;
     this.telemetry = new Telemetry(exporter, []);
     otelMetrics.setGlobalMeterProvider(this.telemetry.meterProvider);
@@ -192,25 +196,35 @@ export class Arbiter implements ServerApi {
     this.wakeScheduled = true;
     setImmediate(() => {
       this.wakeScheduled = false;
-      this.processQueue();
+      void this.processQueue();
     });
   }
 
-  /** the one place signals are handled */
-  private processQueue(): void {
-    while (this.queue.length > 0) {
-      const sig = this.queue.shift()!;
-      if (sig === 'CHLD') {
-        this.handleChld();
-        continue;
+  /** the one place signals are handled: in arrival order, each handler finished before the next */
+  private async processQueue(): Promise<void> {
+    if (this.processing) return;
+    this.processing = true;
+    try {
+      while (this.queue.length > 0) {
+        const sig = this.queue.shift()!;
+        try {
+          if (sig === 'CHLD') {
+            await this.handleChld();
+            continue;
+          }
+          this.log.info(`Handling signal: ${sig.toLowerCase()}`);
+          this.masterMetrics.recordSignal(sig.toLowerCase(), this.actionFor(sig));
+          const handler: () => void | Promise<void> = {
+            HUP: this.handleHup, TTIN: this.handleTtin, TTOU: this.handleTtou, TERM: this.handleTerm, INT: this.handleInt,
+            QUIT: this.handleQuit, USR1: this.handleUsr1, USR2: this.handleUsr2, WINCH: this.handleWinch,
+          }[sig];
+          await handler.call(this);
+        } catch (e) {
+          this.log.error(`handling ${sig} failed: ${(e as Error)?.stack ?? e}`);
+        }
       }
-      this.log.info(`Handling signal: ${sig.toLowerCase()}`);
-      this.masterMetrics.recordSignal(sig.toLowerCase(), this.actionFor(sig));
-      const handler: () => void | Promise<void> = {
-        HUP: this.handleHup, TTIN: this.handleTtin, TTOU: this.handleTtou, TERM: this.handleTerm, INT: this.handleInt,
-        QUIT: this.handleQuit, USR1: this.handleUsr1, USR2: this.handleUsr2, WINCH: this.handleWinch,
-      }[sig];
-      Promise.resolve(handler.call(this)).catch((e) => this.log.error(`handling ${sig} failed: ${(e as Error)?.stack ?? e}`));
+    } finally {
+      this.processing = false;
     }
   }
 
@@ -262,6 +276,7 @@ export class Arbiter implements ServerApi {
   /** USR1: reopen the log file */
   private handleUsr1(): void {
     this.log.reopen();
+    this.log.info('Log file reopened');
   }
 
   /** USR2: start a new master (same command line) on the same sockets; this one keeps running */
@@ -275,10 +290,10 @@ export class Arbiter implements ServerApi {
   }
 
   /** CHLD: workers exited (queued by their exit events) */
-  private handleChld(): void {
-    this.reapWorkers();
+  private async handleChld(): Promise<void> {
+    await this.reapWorkers();
     if (this.stopping && this.workers.size === 0) {
-      void this.halt(this.exitCode);
+      await this.halt(this.exitCode);
       return;
     }
     this.manageWorkers();
@@ -425,7 +440,7 @@ export class Arbiter implements ServerApi {
   }
 
   /** exited workers → child_exit (restart recorded, final series retained), forget them */
-  private reapWorkers(): void {
+  private async reapWorkers(): Promise<void> {
     while (this.reaped.length > 0) {
       const w = this.reaped.shift()!;
       if (!this.workers.has(w.pid)) continue;
@@ -459,31 +474,36 @@ export class Arbiter implements ServerApi {
       } else {
         this.log.info(`Worker exiting (pid: ${w.pid})`);
       }
-      void this.hooks.call('child_exit', this, w);
+      await this.hooks.call('child_exit', this, w);
     }
   }
 
-  /** HUP */
+  /**
+   * HUP (gunicorn's reload): read the configuration again (the worker count returns to its
+   * configured value, as in gunicorn), run on_reload, then start a new generation of workers; each
+   * one that is up retires one old worker (reason reload), so the service never runs short.
+   */
   private async reload(): Promise<void> {
+    let workers = this.numWorkers;
     try {
-      const r = await loadRunnerConfig(this.argv, process.env);
+      const r = await loadRunnerConfig(this.argv, process.env, this.cwd);
       if (r.kind === 'run') {
-        const old = this.cfg;
         const next = r.config;
-        if (JSON.stringify(next.bind) !== JSON.stringify(old.bind)) {
+        if (JSON.stringify(next.bind) !== JSON.stringify(this.cfg.bind)) {
           this.log.warning('reload: --bind changed; new sockets need a restart (or USR2); keeping the current ones');
-          next.bind = old.bind;
+          next.bind = this.cfg.bind;
         }
         this.cfg = next;
         this.hooks = new HookRunner(next.hooks, this.log);
-        if (next.workers !== old.workers) await this.setNumWorkers(next.workers);
+        workers = next.workers;
       }
     } catch (e) {
       this.log.error(`reload: configuration not reloaded: ${(e as Error).message}`);
     }
     await this.hooks.call('on_reload', this);
     for (const w of this.workers.values()) if (!w.retiring) w.reloadPending = true;
-    this.manageWorkers();
+    if (workers !== this.numWorkers) await this.setNumWorkers(workers);
+    else this.manageWorkers();
   }
 
   /** USR2: a new master on the same sockets (fds 3, 4, …), gunicorn's reexec; this pid file becomes .oldbin */
