@@ -185,4 +185,14 @@ describe('node --import prefork-otel/register with an ES-module node:cluster app
     for (const [pid, n] of served) expect(value(s, 'gunicorn_worker_requests_total', { worker_id: pid, endpoint: '/esm' })).toBe(n);
     for (const name of WORKER_METRICS) expect(select(s, name, { worker_id: String(app.child.pid) })).toEqual([]);
   });
+  it('SIGTERM to the primary (no handler of the app): it dies by the signal and every worker ends cleanly, no crash', async () => {
+    const workers = livePids(app);
+    expect(workers.length).toBe(2);
+    const ended = await app.stop('SIGTERM');
+    expect(ended.signal).toBe('SIGTERM');
+    const alive = (pid: string) => { try { process.kill(Number(pid), 0); return true; } catch { return false; } };
+    await waitFor(() => workers.every((pid) => !alive(pid)), 15_000, 'workers gone after their primary');
+    // the workers used to crash with ERR_INTERNAL_ASSERTION when the channel closed under our deferred disconnect
+    expect(app.stderr).not.toMatch(/ERR_INTERNAL_ASSERTION|EPIPE|Error/);
+  });
 });

@@ -220,7 +220,11 @@ export function startClusterWorker(config: ExporterConfig): WorkerRuntime {
   const disconnect = process.disconnect as (() => void) | undefined;
   if (typeof disconnect === 'function') {
     process.disconnect = function disconnectAfterFinalSnapshot(this: unknown) {
-      if (finalFlush || !process.connected) return disconnect.call(process);
+      // Only a graceful end (worker.disconnect() in the primary, or cluster.worker.disconnect() here:
+      // node:cluster sets exitedAfterDisconnect before it calls process.disconnect()) waits for the final
+      // snapshot. Node also calls process.disconnect() itself when the channel reaches EOF (the primary
+      // died): that call must run at once, or Node tears the channel down under a pending disconnect.
+      if (finalFlush || !process.connected || cluster.worker?.exitedAfterDisconnect !== true) return disconnect.call(process);
       void bounded().then(() => { if (process.connected) disconnect.call(process); });
     };
   }
