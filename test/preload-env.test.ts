@@ -110,6 +110,21 @@ describe('metrics port in use', () => {
   });
 });
 
+describe('a bind address that is not this machine\'s', () => {
+  it('is fatal whatever the port-in-use policy: one line naming PROMETHEUS_BIND_ADDRESS, exit 1', async () => {
+    // 192.0.2.1 (TEST-NET-1, RFC 5737) is well-formed and never an address of this machine: listen() fails
+    // with EADDRNOTAVAIL and no packet is sent anywhere
+    const app = startNode(['-r', REGISTER_CJS, join(FIXTURES, 'http-app.cjs')], {
+      APP_PORT: String(await freePort()), PROMETHEUS_METRICS_PORT: String(await freePort()), PROMETHEUS_BIND_ADDRESS: '192.0.2.1',
+    });
+    const { code } = await app.exited;
+    expect(code).toBe(1);
+    const line = oneLine(app.stderr);
+    expect(line).toContain('PROMETHEUS_BIND_ADDRESS="192.0.2.1"');
+    expect(line).toContain('not an address of this machine');
+  });
+});
+
 describe('the preload never keeps a process alive nor changes how it ends', () => {
   // each script ends by itself; if the preload held the event loop open, `exited` would never resolve
   const serveOnceAndClose = `

@@ -6,9 +6,12 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
   /** exit code the entry point should use (2 = usage, as gunicorn / getopt tools do) */
   readonly exitCode: number;
-  constructor(message: string, exitCode = 2) {
+  /** 'port_in_use': the one user error the preload may survive (PREFORK_OTEL_ON_PORT_IN_USE=warn) */
+  readonly reason: 'port_in_use' | undefined;
+  constructor(message: string, exitCode = 2, reason?: 'port_in_use') {
     super(message);
     this.exitCode = exitCode;
+    this.reason = reason;
   }
 }
 

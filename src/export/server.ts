@@ -59,7 +59,7 @@ export function startMetricsServer(o: MetricsServerOptions): Promise<MetricsServ
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       const where = `PROMETHEUS_BIND_ADDRESS:PROMETHEUS_METRICS_PORT=${o.host}:${o.port}`;
-      if (err.code === 'EADDRINUSE') reject(new ConfigError(`prefork-otel: metrics port in use: ${where} (EADDRINUSE): set PROMETHEUS_METRICS_PORT to a free port (0-65535)`, 1));
+      if (err.code === 'EADDRINUSE') reject(new ConfigError(`prefork-otel: metrics port in use: ${where} (EADDRINUSE): set PROMETHEUS_METRICS_PORT to a free port (0-65535)`, 1, 'port_in_use'));
       else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') reject(new ConfigError(`prefork-otel: invalid PROMETHEUS_BIND_ADDRESS=${JSON.stringify(o.host)}: not an address of this machine (${err.code})`, 1));
       else if (err.code === 'EACCES') reject(new ConfigError(`prefork-otel: permission denied for ${where} (EACCES): use a port above 1023 or run with the needed privilege`, 1));
       else reject(err);

@@ -28,7 +28,9 @@ export async function serveMetricsEndpoint(config: ExporterConfig, gather: () =>
   try {
     return await startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather });
   } catch (e) {
-    if (!(e instanceof ConfigError) || config.onPortInUse === 'exit') throw e;
+    // only a port in use is survivable: a bind address that is not this machine's or a privileged port is
+    // a configuration mistake, fatal like any other bad value
+    if (!(e instanceof ConfigError) || e.reason !== 'port_in_use' || config.onPortInUse === 'exit') throw e;
     process.stderr.write(`${e.message}; serving the app without the metrics endpoint (PREFORK_OTEL_ON_PORT_IN_USE=exit makes this fatal)\n`);
     return undefined;
   }
