@@ -28,8 +28,10 @@ export const VARIANTS = {
   clusterBare: { label: 'node:cluster, 2 workers, bare', preload: [], env: { BENCH_WORKERS: '2' }, pin: false, argv: () => [APPS.cluster] },
   clusterPreload: { label: 'node:cluster, 2 workers + preload', preload: [REGISTER], env: { BENCH_WORKERS: '2', PROMETHEUS_BIND_ADDRESS: '127.0.0.1' }, metricsEnv: 'PROMETHEUS_METRICS_PORT', pin: false, argv: () => [APPS.cluster] },
   runner: {
-    label: 'prefork-otel runner -w 2', preload: [], env: { PROMETHEUS_BIND_ADDRESS: '127.0.0.1' }, metricsEnv: 'PROMETHEUS_METRICS_PORT', pin: false, waitPort: true,
-    argv: (port) => [CLI, APPS.http, '-w', '2', '-b', `127.0.0.1:${port}`],
+    label: 'prefork-otel runner -w 2 -k async', preload: [], env: { PROMETHEUS_BIND_ADDRESS: '127.0.0.1' }, metricsEnv: 'PROMETHEUS_METRICS_PORT', pin: false, waitPort: true,
+    // -k async: Node's own model (one event loop per worker), as node:cluster; the default `sync` class
+    // serves one request at a time per worker, as gunicorn's sync worker does
+    argv: (port, env) => [CLI, '-w', env.BENCH_WORKERS ?? '2', '-k', 'async', '-b', `127.0.0.1:${port}`, APPS.http],
   },
 };
 
@@ -86,8 +88,8 @@ export async function startServer(app, variantName, { exposeGc = false, cpu = 0,
   if (v.pin === false) cpu = undefined;
   const port = await freePort();
   const metricsPort = await freePort();
-  const nodeArgs = [...(exposeGc ? ['--expose-gc'] : []), '-r', PROBE, ...v.preload.flatMap((p) => ['-r', p]), ...(v.argv ? v.argv(port) : [APPS[app]])];
   const childEnv = { ...process.env, NODE_OPTIONS: '', PORT: String(port), BENCH_METRICS_PORT: String(metricsPort), ...v.env, ...env };
+  const nodeArgs = [...(exposeGc ? ['--expose-gc'] : []), '-r', PROBE, ...v.preload.flatMap((p) => ['-r', p]), ...(v.argv ? v.argv(port, childEnv) : [APPS[app]])];
   if (v.metricsEnv) childEnv[v.metricsEnv] = String(metricsPort);
   const [cmd, argv] = pinned(cpu, process.execPath, nodeArgs);
   const child = spawn(cmd, argv, { cwd: ROOT, env: childEnv, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -97,7 +99,7 @@ export async function startServer(app, variantName, { exposeGc = false, cpu = 0,
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
   let out = '';
-  const waiting = [];
+  const waiting = { probe: [], listening: [] };
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (d) => {
     out += d;
@@ -105,21 +107,21 @@ export async function startServer(app, variantName, { exposeGc = false, cpu = 0,
     while ((i = out.indexOf('\n')) >= 0) {
       const line = out.slice(0, i);
       out = out.slice(i + 1);
-      if (line.startsWith('@@probe ')) waiting.shift()?.resolve(JSON.parse(line.slice(8)));
-      else if (line === '@@listening') waiting.shift()?.resolve('listening');
+      if (line.startsWith('@@probe ')) waiting.probe.shift()?.resolve(JSON.parse(line.slice(8)));
+      else if (line === '@@listening') waiting.listening.shift()?.resolve('listening');
     }
   });
   const exited = new Promise((r) => child.once('exit', (code, sig) => {
     if (!stopping && stderr) process.stderr.write(`bench: server ${app}/${variantName} exited (${code ?? sig}):\n${stderr}\n`);
     r({ code, sig });
   }));
-  const next = () => new Promise((resolve, reject) => {
-    waiting.push({ resolve });
+  const next = (kind = 'probe') => new Promise((resolve, reject) => {
+    waiting[kind].push({ resolve });
     exited.then((e) => reject(new Error(`server ${app}/${variantName} exited (${e.code ?? e.sig})`)));
   });
   if (!v.waitPort) {
     const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    await next();
+    await next('listening');
     clearTimeout(t);
   } else {
     await waitForPort(port);
@@ -203,7 +205,7 @@ export async function load(gen, url, { seconds, connections = 32, cpu = 1 } = {}
  * letters>). autocannon (`amount`) in this process: wrk can stop sending after n responses but then
  * still waits out its whole duration.
  */
-export async function loadPaths(url, n, mode, { count = 200, seed = 42, connections = 32 } = {}) {
+export async function loadPaths(url, n, mode, { count = 200, seed = 42, connections = 32, close = false } = {}) {
   const { default: autocannon } = await import('autocannon');
   let i = 0;
   let x = seed;
@@ -216,7 +218,11 @@ export async function loadPaths(url, n, mode, { count = 200, seed = 42, connecti
     }
     return `/route${i++ % count}`;
   };
-  const r = await autocannon({ url: url.replace(/\/$/, ''), connections, amount: n, timeout: 30, requests: [{ setupRequest: (req) => ({ ...req, path: path() }) }] });
+  const r = await autocannon({
+    url: url.replace(/\/$/, ''), connections, amount: n, timeout: 30,
+    ...(close ? { headers: { connection: 'close' } } : {}),
+    requests: [{ setupRequest: (req) => ({ ...req, path: path() }) }],
+  });
   return { requests: r.requests.total, errors: r.errors + r.timeouts + (r.non2xx ?? 0) };
 }
 
@@ -365,11 +371,12 @@ export async function runToggle(gen, { app = 'http', windows = 8, seconds = 2, l
  * aggregates over IPC), each worker holding about `labelSets` request label sets; the master's
  * /metrics fetched `scrapes` times in a row. Latency = request sent → whole body received.
  */
-export async function runE2eScrape(gen, { workers = 16, labelSets = 55, scrapes = 30, log = console.log } = {}) {
-  const server = await startServer('cluster', 'clusterPreload', { env: { BENCH_WORKERS: String(workers) } });
+export async function runE2eScrape(gen, { variant = 'clusterPreload', workers = 16, labelSets = 55, scrapes = 30, log = console.log } = {}) {
+  const server = await startServer('cluster', variant, { env: { BENCH_WORKERS: String(workers) } });
   try {
-    // every route to every worker: the primary hands connections round-robin
-    await loadPaths(server.url, labelSets * workers * 8, 'routes', { count: labelSets });
+    // every route to every worker: a new connection per request, so every worker accepts some
+    // (node:cluster's primary deals them round-robin; the runner's workers share the listening socket)
+    await loadPaths(server.url, labelSets * workers * 8, 'routes', { count: labelSets, close: true });
     const url = `http://127.0.0.1:${server.metricsPort}/metrics`;
     let text = '';
     const times = [];
@@ -387,10 +394,10 @@ export async function runE2eScrape(gen, { workers = 16, labelSets = 55, scrapes 
       if (m) workerIds.add(m[1]);
     }
     const out = {
-      workers, workersReporting: workerIds.size, labelSetsPerWorker: labelSets, series: lines.length, bytes: Buffer.byteLength(text), scrapes,
+      variant, label: VARIANTS[variant].label.replace(/, 2 workers|-w 2 /, ''), workers, workersReporting: workerIds.size, labelSetsPerWorker: labelSets, series: lines.length, bytes: Buffer.byteLength(text), scrapes,
       latencyMs: { p50: times[Math.floor(times.length / 2)], p99: times[Math.min(times.length - 1, Math.ceil(times.length * 0.99) - 1)], max: times[times.length - 1] },
     };
-    log(`e2e scrape: node:cluster ${workers} workers + preload (${out.workersReporting} reporting), ${out.series} series, ${(out.bytes / 1e6).toFixed(2)} MB: p50 ${out.latencyMs.p50.toFixed(1)} ms, p99 ${out.latencyMs.p99.toFixed(1)} ms`);
+    log(`e2e scrape: ${out.label}, ${workers} workers (${out.workersReporting} reporting), ${out.series} series, ${(out.bytes / 1e6).toFixed(2)} MB: p50 ${out.latencyMs.p50.toFixed(1)} ms, p99 ${out.latencyMs.p99.toFixed(1)} ms`);
     return out;
   } finally {
     await server.stop();
