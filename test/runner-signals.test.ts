@@ -92,7 +92,7 @@ describe('prefork-otel -w 2 --timeout 3: signals, restarts, timeouts', () => {
     expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
   });
 
-  it('a request that blocks the event loop past --timeout: the worker is killed and replaced, reason timeout', async () => {
+  it('a request that blocks the event loop past --timeout: counted failed (TimeoutError), the worker replaced, reason timeout', async () => {
     const pids = await r.running();
     expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
     const status = await fetch(r.url('/block?ms=20000')).then((x) => x.status, () => 0);
@@ -104,7 +104,39 @@ describe('prefork-otel -w 2 --timeout 3: signals, restarts, timeouts', () => {
     const killed = select(s, 'gunicorn_master_worker_restarts_total', { reason: 'timeout' }).map((x) => x.labels.worker_id);
     expect(killed).toHaveLength(1);
     expect(pids).toContain(killed[0]);
+    // the worker's watchdog interrupted the blocked loop: the request counts, failed with TimeoutError
+    sent += 1;
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(sent);
+    const failed = { worker_id: killed[0]!, method: 'GET', endpoint: '/block', error_type: 'TimeoutError' };
+    expect(value(s, 'gunicorn_worker_failed_requests_total', failed)).toBe(1);
+    expect(value(s, 'gunicorn_worker_error_handling_total', failed)).toBe(1);
+    expect(r.proc.stderr).toContain(`WORKER TIMEOUT (pid:${killed[0]})`);
     await r.waitRunning(2, [killed[0]!]);
     expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
+  });
+});
+
+describe.each([
+  ['-k gthread --threads 2 (the main thread interrupts the blocked thread)', ['-k', 'gthread', '--threads', '2'], 1],
+  ['--abort-on-timeout false (no watchdog: the master kills; the blocked request is not known)', ['--abort-on-timeout', 'false'], 0],
+] as Array<[string, string[], number]>)('--timeout 2 %s', (_name, extra, timeoutErrors) => {
+  it('the worker is replaced with reason timeout; requests sent before are all counted', async () => {
+    const r = await startRunner(['-w', '1', '--timeout', '2', ...extra, APP], { workers: 1 });
+    try {
+      const [pid] = await r.running();
+      expect(await load(r.url('/'), 12, 3)).toEqual(Array(12).fill(200));
+      expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(12);
+      expect(await fetch(r.url('/block?ms=20000')).then((x) => x.status, () => 0)).toBe(0);
+      await r.waitRunning(1, [pid!]);
+      const s = await waitFor(async () => {
+        const x = await r.scrape();
+        return total(x, 'gunicorn_master_worker_restarts_total') === 1 ? x : undefined;
+      }, 20_000, 'the restart');
+      expect(value(s, 'gunicorn_master_worker_restarts_total', { worker_id: pid!, reason: 'timeout' })).toBe(1);
+      expect(total(s, 'gunicorn_worker_requests_total')).toBe(12 + timeoutErrors);
+      expect(total(s, 'gunicorn_worker_failed_requests_total', { endpoint: '/block', error_type: 'TimeoutError' })).toBe(timeoutErrors);
+    } finally {
+      await r.stop();
+    }
   });
 });

@@ -9,7 +9,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError, invalid } from './errors';
-import { parseEnum, parseHost, parseInteger, parseNumber, parsePort } from './parse';
+import { parseBool, parseEnum, parseHost, parseInteger, parseNumber, parsePort } from './parse';
 import { HOOK_NAMES, type UserHooks } from '../hooks/server';
 
 type Env = Record<string, string | undefined>;
@@ -62,6 +62,8 @@ export interface RunnerSettings {
   workerConnections: number;
   /** seconds; 0 = no timeout */
   timeout: number;
+  /** a worker blocked past --timeout aborts itself first (watchdog thread): TimeoutError, worker_abort, final snapshot */
+  abortOnTimeout: boolean;
   gracefulTimeout: number;
   keepAlive: number;
   maxRequests: number;
@@ -177,6 +179,11 @@ export const SETTINGS: Setting[] = [
     help: 'maximum simultaneous connections per worker (eventlet, gevent, gthread) [1000]', dflt: () => 1000, parse: int(1, 1_000_000),
   },
   { key: 'timeout', file: 'timeout', long: 'timeout', short: 't', meta: 'SECONDS', help: 'kill and replace a worker silent for this long; 0 disables [30]', dflt: () => 30, parse: secs(86400) },
+  {
+    key: 'abortOnTimeout', file: 'abort_on_timeout', long: 'abort-on-timeout', meta: 'BOOL',
+    help: 'a worker whose event loop is blocked past --timeout counts its requests failed (TimeoutError), runs worker_abort and sends its metrics before it dies (a watchdog thread per worker, ~9 MB) [true]',
+    dflt: () => true, parse: (s, r) => parseBool(s, r),
+  },
   { key: 'gracefulTimeout', file: 'graceful_timeout', long: 'graceful-timeout', meta: 'SECONDS', help: 'time a stopping worker gets to finish its requests [30]', dflt: () => 30, parse: secs(86400) },
   { key: 'keepAlive', file: 'keepalive', long: 'keep-alive', meta: 'SECONDS', help: 'idle keep-alive connection timeout (not for sync) [2]', dflt: () => 2, parse: secs(3600) },
   { key: 'maxRequests', file: 'max_requests', long: 'max-requests', meta: 'INT', help: 'restart a worker after this many requests; 0 disables [0]', dflt: () => 0, parse: int(0, 1e12) },

@@ -74,7 +74,12 @@ export interface UserHooks {
   post_fork?(server: { pid: number; log: Logger }, worker: WorkerApi): MaybeAsync;
   post_worker_init?(worker: WorkerApi): MaybeAsync;
   worker_int?(worker: WorkerApi): MaybeAsync;
-  worker_abort?(worker: WorkerInfo): MaybeAsync;
+  /**
+   * the worker's event loop was blocked past --timeout: runs in the worker (synchronously, inside
+   * the blocked loop, via the watchdog; `worker` is the WorkerApi), or — without the watchdog, or
+   * when JavaScript could not be interrupted — in the master before the kill (`worker` a WorkerInfo)
+   */
+  worker_abort?(worker: WorkerInfo | WorkerApi): MaybeAsync;
   pre_exec?(server: ServerApi): MaybeAsync;
   /** synchronous: runs on the request path */
   pre_request?(worker: WorkerApi, req: IncomingMessage): void;

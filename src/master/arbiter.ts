@@ -20,7 +20,7 @@ import { Telemetry } from '../export/telemetry';
 import { HookRunner, type ServerApi, type WorkerInfo } from '../hooks/server';
 import type { MasterMetrics } from '../metrics/MasterMetrics';
 import {
-  APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, type BeatMessage, type RetireMessage, type WorkerBoot,
+  APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RetireMessage, type WorkerBoot,
 } from '../workers/protocol';
 import { classifyExit, oomKills } from './exit-reason';
 import type { RunnerLog } from './logger';
@@ -333,7 +333,7 @@ export class Arbiter implements ServerApi {
       const c = this.cfg;
       const boot: WorkerBoot = {
         app: c.app, kind: c.workerClass, threads: c.threads, workerConnections: c.workerConnections,
-        timeout: c.timeout, gracefulTimeout: c.gracefulTimeout, keepAlive: c.keepAlive,
+        timeout: c.timeout, abortOnTimeout: c.abortOnTimeout, gracefulTimeout: c.gracefulTimeout, keepAlive: c.keepAlive,
         maxRequests: c.maxRequests > 0 ? c.maxRequests + Math.floor(Math.random() * (c.maxRequestsJitter + 1)) : 0,
         configFile: c.configFile, procName: c.procName, logLevel: c.logLevel, age,
         binds: this.listeners.length, copies: c.workerClass === 'gthread' ? c.threads : 1, beatMs: beatPeriodMs(c.timeout),
@@ -422,12 +422,17 @@ export class Arbiter implements ServerApi {
     }, this.cfg.gracefulTimeout * 1000 + 1000);
   }
 
-  /** Workers whose heartbeat is older than --timeout are killed and replaced (reason timeout). */
+  /**
+   * Workers whose heartbeat is older than --timeout are killed and replaced (reason timeout). With
+   * --abort-on-timeout the worker's watchdog aborts it first (it reports reason timeout and its
+   * final metrics); the master's kill, a little later, is for a loop JavaScript cannot interrupt.
+   */
   private murderWorkers(): void {
     if (this.cfg.timeout <= 0) return;
     const now = Date.now();
+    const limit = this.cfg.timeout * 1000 + murderGraceMs(this.cfg.timeout, this.cfg.abortOnTimeout);
     for (const w of this.workers.values()) {
-      if (w.state === 'stopping' || !w.alive || now - w.lastBeat <= this.cfg.timeout * 1000) continue;
+      if (w.state === 'stopping' || !w.alive || now - w.lastBeat <= limit) continue;
       this.log.critical(`WORKER TIMEOUT (pid:${w.pid})`);
       if (!this.stopping) w.restartReason = 'timeout';
       w.state = 'stopping';

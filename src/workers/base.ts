@@ -7,7 +7,11 @@
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { MetricProducer } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
+import { performance } from 'node:perf_hooks';
 import { SnapshotResponder } from '../export/ipc';
+import { freshenSnapshot } from '../export/snapshot';
+import { resolveEndpoint } from '../hooks/routes';
+import { processProducer } from '../metrics/Metrics';
 import type { RequestHooks } from '../hooks/http';
 import { HookRunner, type Logger, type UserHooks, type WorkerApi } from '../hooks/server';
 import type { Metrics } from '../metrics/Metrics';
@@ -16,6 +20,7 @@ import { Acceptor, type SocketHandle } from './acceptor';
 import { loadApp } from './app';
 import { TAG, type WorkerBoot } from './protocol';
 import { WorkerRuntime } from './runtime';
+import { Watchdog } from './watchdog';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -58,7 +63,7 @@ export abstract class BaseWorker implements WorkerApi {
   protected readonly acceptors: Acceptor[] = [];
   /** every response gets `Connection: close` (sync; and everyone once stopping) */
   protected closeEachConnection = false;
-  private stopping: Promise<void> | undefined;
+  protected stopping: Promise<void> | undefined;
 
   constructor(readonly boot: WorkerBoot, readonly config: ExporterConfig, readonly log: Logger, userHooks: UserHooks) {
     this.age = boot.age;
@@ -79,19 +84,74 @@ export abstract class BaseWorker implements WorkerApi {
     return [];
   }
 
-  /** gunicorn's pre_request / post_request user hooks, on the request observer (only when defined) */
+  /** requests in progress and when they started (kept only for the watchdog: they fail with TimeoutError on abort) */
+  private readonly inflight = new Map<IncomingMessage, number>();
+  private watchdog: Watchdog | undefined;
+  protected aborted = false;
+
+  protected get watchdogEnabled(): boolean {
+    return this.boot.abortOnTimeout && this.boot.timeout > 0;
+  }
+
+  /**
+   * gunicorn's pre_request / post_request user hooks, on the request observer (only when defined);
+   * with the watchdog, also the in-progress requests.
+   */
   protected requestHooks(): RequestHooks {
     const u = this.hooks.user;
     const h: RequestHooks = {};
-    if (u.pre_request) h.preRequest = (req) => u.pre_request!(this, req);
-    if (u.post_request) h.postRequest = (req, res, s) => u.post_request!(this, req, res, s);
+    const inflight = this.watchdogEnabled ? this.inflight : undefined;
+    if (inflight) {
+      h.preRequest = u.pre_request
+        ? (req) => { inflight.set(req, performance.now()); u.pre_request!(this, req); }
+        : (req) => { inflight.set(req, performance.now()); };
+      h.postRequest = u.post_request
+        ? (req, res, s) => { inflight.delete(req); u.post_request!(this, req, res, s); }
+        : (req) => { inflight.delete(req); };
+    } else {
+      if (u.pre_request) h.preRequest = (req) => u.pre_request!(this, req);
+      if (u.post_request) h.postRequest = (req, res, s) => u.post_request!(this, req, res, s);
+    }
     return h;
+  }
+
+  /** a watchdog thread for this (serving) event loop */
+  protected startWatchdog(): void {
+    this.watchdog = new Watchdog(this.boot.timeout * 1000, () => this.abortOnTimeout()).start();
+  }
+
+  /**
+   * The watchdog's abort, run inside the blocked event loop (synchronous only): gunicorn's
+   * handle_abort. Tell the master why, count every request in progress as failed with
+   * TimeoutError, run worker_abort, send the final snapshot; the watchdog then kills the process.
+   */
+  protected abortOnTimeout(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.alive = false;
+    this.log.critical(`WORKER TIMEOUT (pid:${this.pid}): event loop blocked for more than ${this.boot.timeout}s; aborting`);
+    const send = (m: object) => { try { process.send?.(m); } catch { /* the master is gone */ } };
+    send({ [TAG]: 'retire', reason: 'timeout' });
+    const metrics = this.runtime.metrics;
+    const now = performance.now();
+    for (const [req, t0] of this.inflight) {
+      metrics.recordRequest(req.method ?? 'OTHER', resolveEndpoint(req as never, this.runtime.observer.policy), (now - t0) / 1000, false, 'TimeoutError');
+    }
+    this.inflight.clear();
+    metrics.updateWorkerState('stopping');
+    try {
+      this.hooks.user.worker_abort?.(this as never);
+    } catch (e) {
+      this.log.error(`hook worker_abort failed: ${(e as Error)?.stack ?? e}`);
+    }
+    send({ [TAG]: 'snapshot', snapshot: freshenSnapshot(this.responder.last, processProducer.scopeMetrics()) });
   }
 
   /** Boot, serve, and tell the master we are ready. `handles[bind][copy]`. */
   async run(handles: SocketHandle[][]): Promise<void> {
     this.runtime = new WorkerRuntime(this.config, this.requestHooks(), { workerId: this.pid, producers: this.producers() });
     this.responder = new SnapshotResponder(this.runtime.telemetry).start(this.config.snapshotIntervalMs);
+    if (this.watchdogEnabled) this.startWatchdog();
     // a first snapshot before serving: from now on the master asks this worker at every scrape
     await this.responder.send(false);
     this.initSignals();

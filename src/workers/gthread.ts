@@ -1,3 +1,4 @@
+import { Session } from 'node:inspector';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { CollectionResult, MetricProducer, ScopeMetrics } from '@opentelemetry/sdk-metrics';
@@ -5,7 +6,8 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { ConfigError } from '../config';
 import { mergeScopeMetrics } from '../export/merge';
 import type { SocketHandle } from './acceptor';
-import { BaseWorker, heartbeat } from './base';
+import { BaseWorker, heartbeat, toMaster } from './base';
+import { TAG } from './protocol';
 import type { ThreadData } from './thread';
 
 const EMPTY_RESOURCE = resourceFromAttributes({});
@@ -120,6 +122,55 @@ export class PrometheusThreadWorker extends BaseWorker {
 
   protected override stopAccepting(): void {
     for (const t of this.threads) if (!t.done) t.worker.postMessage({ cmd: 'close' });
+  }
+
+  /**
+   * The watchdog of a gthread worker is its main thread (it serves nothing, so it is free): a thread
+   * whose event loop has not ticked for --timeout is interrupted through the inspector, its
+   * requests in progress fail with TimeoutError and its final series come back; then the worker
+   * aborts as a whole (gunicorn kills the whole worker on a timeout too).
+   */
+  protected override startWatchdog(): void {
+    const ticks = new Float64Array(this.ticks);
+    const limit = this.boot.timeout * 1000;
+    const timer = setInterval(() => {
+      const now = Date.now();
+      const stalled = this.threads.findIndex((t, i) => !t.done && now - ticks[i]! > limit);
+      if (stalled < 0 || this.aborted) return;
+      clearInterval(timer);
+      void this.abortStalledThread(stalled);
+    }, Math.max(10, Math.min(100, Math.floor(limit / 20))));
+    timer.unref();
+  }
+
+  private async abortStalledThread(index: number): Promise<void> {
+    this.aborted = true;
+    this.alive = false;
+    this.log.critical(`WORKER TIMEOUT (pid:${this.pid}): thread ${index}'s event loop blocked for more than ${this.boot.timeout}s; aborting`);
+    await toMaster({ [TAG]: 'retire', reason: 'timeout' });
+    const t = this.threads[index]!;
+    const session = new Session();
+    session.connect();
+    // every thread is attached; only the stalled one (by its index) runs the abort
+    const expression = `globalThis[Symbol.for("prefork-otel.threadIndex")] === ${index} && globalThis[Symbol.for("prefork-otel.abort")]?.()`;
+    session.on('NodeWorker.attachedToWorker', (m: { params: { sessionId: string } }) => {
+      const evaluate = { id: 1, method: 'Runtime.evaluate', params: { expression } };
+      session.post('NodeWorker.sendMessageToWorker', { sessionId: m.params.sessionId, message: JSON.stringify(evaluate) });
+    });
+    session.post('NodeWorker.enable', { waitForDebuggerOnStart: false });
+    const end = Date.now() + 1000;
+    while (!t.done && Date.now() < end) await sleep(10);
+    session.disconnect();
+    t.done = true;
+    this.metrics.updateWorkerState('stopping');
+    try {
+      await this.hooks.user.worker_abort?.(this as never);
+    } catch (e) {
+      this.log.error(`hook worker_abort failed: ${(e as Error)?.stack ?? e}`);
+    }
+    this.abandon();
+    await this.finalFlush();
+    process.exit(1);
   }
 
   /** ask every thread to stop (draining for up to `ms`) and wait for their final series */

@@ -5,7 +5,6 @@
  * the reason it is leaving.
  *   master → worker: { [TAG]: 'listen', index, copy } + the socket handle
  *   worker → master: { [TAG]: 'ready' } | { [TAG]: 'beat', tick } | { [TAG]: 'retire', reason }
- *                    | { [TAG]: 'abandoned', requests }
  */
 import { TAG } from '../export/ipc';
 import type { AppSpec, LogLevel, WorkerKind } from '../config/runner';
@@ -26,6 +25,7 @@ export interface WorkerBoot {
   workerConnections: number;
   /** seconds */
   timeout: number;
+  abortOnTimeout: boolean;
   gracefulTimeout: number;
   keepAlive: number;
   /** this worker's limit (with its jitter); 0 = none */
@@ -47,8 +47,6 @@ export interface ReadyMessage { [TAG]: 'ready' }
 /** `tick`: Date.now() of the stalest event loop of the worker (a gthread worker has several) */
 export interface BeatMessage { [TAG]: 'beat'; tick: number }
 export interface RetireMessage { [TAG]: 'retire'; reason: RestartReason; signal?: string }
-/** requests a worker is about to abandon (a fast stop), method + endpoint, so the master can count them */
-export interface InflightRequest { method: string; endpoint: string; startedAt: number }
 export type WorkerMessage = ReadyMessage | BeatMessage | RetireMessage;
 
 export function isTagged(m: unknown, kind: string): boolean {
@@ -59,4 +57,12 @@ export function isTagged(m: unknown, kind: string): boolean {
 export function beatPeriodMs(timeoutSeconds: number): number {
   if (timeoutSeconds <= 0) return 1000;
   return Math.max(50, Math.min(1000, Math.floor((timeoutSeconds * 1000) / 4)));
+}
+
+/**
+ * How long the master waits, past --timeout, before it kills a silent worker itself: with the
+ * watchdog, long enough for the worker to abort on its own first (gunicorn's SIGABRT, then SIGKILL).
+ */
+export function murderGraceMs(timeoutSeconds: number, abortOnTimeout: boolean): number {
+  return abortOnTimeout ? beatPeriodMs(timeoutSeconds) + 1000 : 0;
 }

@@ -8,11 +8,13 @@
  *                  | { cmd: 'failed', message, exitCode }
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { createNoopMeter, type MeterProvider } from '@opentelemetry/api';
 import { ConfigError, loadConfig } from '../config';
 import { readConfigFile } from '../config/runner';
 import { HttpObserver, type RequestHooks } from '../hooks/http';
+import { resolveEndpoint } from '../hooks/routes';
 import { pickHooks, type WorkerApi } from '../hooks/server';
 import { EndpointPolicy } from '../metrics/labels';
 import { Metrics } from '../metrics/Metrics';
@@ -21,6 +23,10 @@ import { RunnerLog } from '../master/logger';
 import { Acceptor } from './acceptor';
 import { loadApp } from './app';
 import { APP_LOAD_ERROR, type WorkerBoot } from './protocol';
+import { ABORT } from './watchdog';
+
+/** globalThis key of this thread's index (the main thread's abort addresses one thread by it) */
+const THREAD_INDEX = Symbol.for('prefork-otel.threadIndex');
 
 export interface ThreadData {
   boot: WorkerBoot;
@@ -49,6 +55,9 @@ class ThreadLoop implements WorkerApi {
   private readonly ticks: Float64Array;
   private acceptor: Acceptor | undefined;
   private observer: HttpObserver | undefined;
+  private aborted = false;
+  /** requests in progress and when they started (for the abort on --timeout) */
+  private readonly inflight = new Map<IncomingMessage, number>();
   private readonly maxEndpoints: number;
 
   constructor(readonly data: ThreadData) {
@@ -73,8 +82,23 @@ class ThreadLoop implements WorkerApi {
     setInterval(tick, boot.beatMs).unref();
     const user = boot.configFile ? pickHooks(await readConfigFile(boot.configFile)) : {};
     const hooks: RequestHooks = {};
-    if (user.pre_request) hooks.preRequest = (req) => user.pre_request!(this, req);
-    if (user.post_request) hooks.postRequest = (req, res, s) => user.post_request!(this, req, res, s);
+    const inflight = boot.abortOnTimeout && boot.timeout > 0 ? this.inflight : undefined;
+    if (inflight) {
+      (globalThis as Record<symbol, unknown>)[ABORT] = () => this.abortOnTimeout();
+      (globalThis as Record<symbol, unknown>)[THREAD_INDEX] = this.data.index;
+    }
+    if (user.pre_request || inflight) {
+      hooks.preRequest = (req) => {
+        inflight?.set(req, performance.now());
+        user.pre_request?.(this, req);
+      };
+    }
+    if (user.post_request || inflight) {
+      hooks.postRequest = (req, res, s) => {
+        inflight?.delete(req);
+        user.post_request?.(this, req, res, s);
+      };
+    }
     this.observer = new HttpObserver(this.metrics, new EndpointPolicy(this.maxEndpoints), hooks).start();
     const server = await loadApp(boot.app, Math.max(boot.timeout, 10) * 1000);
     server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => this.handleRequest(req, res));
@@ -95,6 +119,22 @@ class ThreadLoop implements WorkerApi {
       this.acceptor?.close();
       if (n === max) parentPort!.postMessage({ cmd: 'max' });
     }
+  }
+
+  /**
+   * Run by the process's main thread (through the inspector) inside this thread's blocked event
+   * loop: the requests in progress fail with TimeoutError, and the final series go to the main thread.
+   */
+  abortOnTimeout(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.alive = false;
+    const now = performance.now();
+    for (const [req, t0] of this.inflight) {
+      this.metrics.recordRequest(req.method ?? 'OTHER', resolveEndpoint(req as never, this.observer!.policy), (now - t0) / 1000, false, 'TimeoutError');
+    }
+    this.inflight.clear();
+    parentPort!.postMessage({ cmd: 'final', scopes: this.scopes() });
   }
 
   closeAcceptor(): void {

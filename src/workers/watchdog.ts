@@ -1,0 +1,54 @@
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+/** globalThis key of the function the watchdog runs inside a blocked event loop */
+export const ABORT = Symbol.for('prefork-otel.abort');
+
+export interface WatchdogData {
+  /** Float64Array[0]: Date.now() of the main event loop's last tick */
+  tick: SharedArrayBuffer;
+  timeoutMs: number;
+  pollMs: number;
+}
+
+/**
+ * gunicorn's master sends SIGABRT to a worker silent past --timeout and the worker runs worker_abort
+ * and exits (Python runs signal handlers between bytecodes, even in a busy loop). A Node worker
+ * whose event loop is blocked runs no signal handler, so this watchdog thread does it: when the
+ * main event loop has not ticked for `timeoutMs`, it asks V8 — through an in-process inspector
+ * session, which interrupts running JavaScript — to run `onAbort` inside the blocked loop, then kills
+ * the process. `onAbort` must be synchronous. A loop blocked outside JavaScript (a synchronous
+ * system call, Atomics.wait) is not interruptible: the master's kill (reason timeout) remains.
+ * Cost: one extra V8 isolate per worker (≈ 9 MB RSS).
+ */
+export class Watchdog {
+  private readonly tick = new Float64Array(new SharedArrayBuffer(8));
+  private timer: NodeJS.Timeout | undefined;
+  private thread: Worker | undefined;
+
+  constructor(private readonly timeoutMs: number, private readonly onAbort: () => void) {}
+
+  start(): this {
+    const pollMs = Math.max(10, Math.min(100, Math.floor(this.timeoutMs / 20)));
+    const tick = this.tick;
+    tick[0] = Date.now();
+    this.timer = setInterval(() => { tick[0] = Date.now(); }, pollMs).unref();
+    (globalThis as Record<symbol, unknown>)[ABORT] = this.onAbort;
+    const data: WatchdogData = { tick: tick.buffer as SharedArrayBuffer, timeoutMs: this.timeoutMs, pollMs };
+    this.thread = new Worker(join(__dirname, 'watchdog-thread.js'), {
+      workerData: data,
+      resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2, stackSizeMb: 1 },
+      stdout: false,
+      stderr: false,
+    });
+    this.thread.unref();
+    this.thread.on('error', () => undefined);
+    return this;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    void this.thread?.terminate();
+    this.thread = undefined;
+  }
+}
