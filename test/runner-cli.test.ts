@@ -10,7 +10,7 @@ import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, FIXTURES, freePort, labelValues, scrapeText, tmpDir, total, value, waitFor } from './helpers';
+import { CLI, FIXTURES, freePort, labelValues, scrape, scrapeText, select, tmpDir, total, value, waitFor } from './helpers';
 import { load, startRunner, type Runner } from './runner-helpers';
 
 const HTTP_APP = join(FIXTURES, 'runner-http.cjs');
@@ -265,3 +265,54 @@ describe('WINCH, USR1, QUIT', () => {
   });
 });
 
+
+describe('USR2 upgrade, and a master that dies', () => {
+  it('USR2 starts a new master on the same sockets; after the old one stops, the new one serves alone', async () => {
+    const dir = tmpDir();
+    const pidfile = join(dir, 'master.pid');
+    runner = await startRunner(['-w', '1', '--pid', pidfile, HTTP_APP], { workers: 1 });
+    const { port, metricsPort } = runner;
+    const oldPid = runner.proc.child.pid!;
+    runner.signal('SIGUSR2');
+    const newPid = await waitFor(() => {
+      try {
+        const p = Number(readFileSync(pidfile, 'utf8'));
+        return p !== oldPid ? p : undefined;
+      } catch { return undefined; }
+    }, 20_000, 'the new master\'s pid file');
+    try {
+      expect(readFileSync(`${pidfile}.oldbin`, 'utf8')).toBe(`${oldPid}\n`);
+      expect(value(await runner.scrape(), 'gunicorn_master_signals_total', { signal: 'usr2', action: 'upgrade' })).toBe(1);
+      // both generations accept on the one socket
+      const seen = new Set<number>();
+      await waitFor(async () => {
+        seen.add(((await (await fetch(runner!.url('/who'))).json()) as { pid: number }).pid);
+        return seen.size >= 2;
+      }, 20_000, 'workers of both masters answering');
+      // gunicorn's upgrade: then stop the old master
+      expect(await runner.stop()).toEqual({ code: 0, signal: null });
+      runner = undefined;
+      expect(() => readFileSync(`${pidfile}.oldbin`)).toThrow();
+      expect(readFileSync(pidfile, 'utf8')).toBe(`${newPid}\n`);
+      expect(await load(`http://127.0.0.1:${port}/`, 10, 2)).toEqual(Array(10).fill(200));
+      // the new master takes the metrics port over once the old one released it
+      const s = await waitFor(async () => {
+        const x = await scrape(metricsPort).catch(() => undefined);
+        return x && total(x, 'gunicorn_worker_requests_total', { endpoint: '/' }) === 10 ? x : undefined;
+      }, 20_000, 'the new master\'s endpoint');
+      expect(select(s, 'gunicorn_master_signals_total')).toEqual([]);
+    } finally {
+      try { process.kill(newPid, 'SIGTERM'); } catch { /* gone */ }
+      await waitFor(() => { try { process.kill(newPid, 0); return false; } catch { return true; } }, 20_000, 'the new master to exit');
+    }
+  });
+
+  it('workers leave when their master is killed (no orphans)', async () => {
+    runner = await startRunner(['-w', '2', HTTP_APP], { workers: 2 });
+    const pids = (await runner.running()).map(Number);
+    runner.proc.child.kill('SIGKILL');
+    await runner.proc.exited;
+    runner = undefined;
+    await waitFor(() => pids.every((p) => { try { process.kill(p, 0); return false; } catch { return true; } }), 20_000, 'the workers to exit');
+  });
+});
