@@ -50,6 +50,8 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const { config, warnings } = request;
+  // a master started by USR2 (and anything it spawns) inherits this: the preload does nothing there (src/register.ts)
+  process.env.PREFORK_OTEL_ROLE = 'runner-master';
   const exporter = loadConfig(process.env, { workers: config.workers });
   if (config.printConfig) {
     process.stdout.write(JSON.stringify({ ...describeConfig(config), exporter }, null, 2) + '\n');

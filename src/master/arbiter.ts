@@ -341,7 +341,8 @@ export class Arbiter implements ServerApi {
       const toFile = this.log.file !== '-';
       child = fork(WORKER_ENTRY, [], {
         cwd: c.chdir ?? process.cwd(),
-        env: { ...process.env, ...c.rawEnv, [BOOT_ENV]: JSON.stringify(boot) },
+        // PREFORK_OTEL_ROLE: a preload inherited through execArgv / NODE_OPTIONS stays out of the way (src/register.ts)
+        env: { ...process.env, ...c.rawEnv, PREFORK_OTEL_ROLE: 'runner-worker', [BOOT_ENV]: JSON.stringify(boot) },
         stdio: toFile ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'inherit', 'inherit', 'ipc'],
       });
       if (toFile) {
