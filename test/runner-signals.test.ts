@@ -140,3 +140,24 @@ describe.each([
     }
   });
 });
+
+describe('a worker that runs out of memory', () => {
+  it('V8\'s heap limit aborts it (SIGABRT): replaced, reason oom', async () => {
+    const r = await startRunner(['-w', '1', APP], { workers: 1, env: { NODE_OPTIONS: '--max-old-space-size=48' } });
+    try {
+      const [pid] = await r.running();
+      expect(await load(r.url('/'), 5, 1)).toEqual(Array(5).fill(200));
+      expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(5);
+      expect(await fetch(r.url('/oom')).then((x) => x.status, () => 0)).toBe(0);
+      await r.waitRunning(1, [pid!]);
+      const s = await waitFor(async () => {
+        const x = await r.scrape();
+        return total(x, 'gunicorn_master_worker_restarts_total') === 1 ? x : undefined;
+      }, 20_000, 'the restart');
+      expect(value(s, 'gunicorn_master_worker_restarts_total', { worker_id: pid!, reason: 'oom' })).toBe(1);
+      expect(total(s, 'gunicorn_worker_requests_total')).toBe(5);
+    } finally {
+      await r.stop();
+    }
+  });
+});
