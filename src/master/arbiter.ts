@@ -398,7 +398,9 @@ export class Arbiter implements ServerApi {
       w.retiring = true;
       w.state = 'stopping';
       this.armDeadline(w);
-      this.manageWorkers();
+      // max_requests / timeout: the replacement starts now; a signal may be the terminal's Ctrl-C that
+      // reaches the master too, so that replacement waits for the exit (and the master's own signal)
+      if (reason !== 'signal') this.manageWorkers();
     }
   }
 
