@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { FIXTURES, labelValues, select, sleep, total, value, waitFor } from './helpers';
+import { spawnSync } from 'node:child_process';
+import { FIXTURES, labelValues, scrapeText, select, sleep, total, value, waitFor } from './helpers';
 import { load, startRunner, type Runner } from './runner-helpers';
 
 const APP = join(FIXTURES, 'runner-http.cjs');
@@ -59,6 +60,10 @@ describe('prefork-otel -w 2 --timeout 3: signals, restarts, timeouts', () => {
     expect(total(s, 'gunicorn_worker_requests_total')).toBe(sent);
     await send(30);
     expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
+    // live workers, retained exited ones, the master's counters: one exposition promtool accepts
+    const check = spawnSync('promtool', ['check', 'metrics'], { input: await scrapeText(r.metricsPort), encoding: 'utf8' });
+    expect(check.stdout + check.stderr).toBe('');
+    expect(check.status).toBe(0);
   });
 
   it('kill -9 of a worker: replaced, recorded with reason signal, its counted requests kept', async () => {

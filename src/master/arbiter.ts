@@ -363,6 +363,8 @@ export class Arbiter implements ServerApi {
     });
     const w = new WorkerProcess(child, link, age);
     this.workers.set(w.pid, w);
+    // a send to a worker that just died, a failed kill: logged, never fatal to the master
+    child.on('error', (e) => this.log.debug(`worker ${w.pid}: ${e.message}`));
     child.on('message', (m: unknown) => this.onWorkerMessage(w, m));
     child.once('exit', (code, signal) => {
       w.exitCode = code;
@@ -375,7 +377,9 @@ export class Arbiter implements ServerApi {
     });
     for (let index = 0; index < this.listeners.length; index++) {
       for (let copy = 0; copy < (this.cfg.workerClass === 'gthread' ? this.cfg.threads : 1); copy++) {
-        child.send({ [TAG]: 'listen', index, copy }, this.listeners[index]!.handle as never);
+        child.send({ [TAG]: 'listen', index, copy }, this.listeners[index]!.handle as never, (e) => {
+          if (e) this.log.debug(`worker ${w.pid}: socket not sent (${e.message})`);
+        });
       }
     }
     this.log.info(`Booting worker with pid: ${w.pid}`);
