@@ -5,16 +5,15 @@
  * hooks, and the graceful exit that loses no increment (final snapshot, OTLP flush).
  */
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { MetricProducer } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
-import { performance } from 'node:perf_hooks';
 import { SnapshotResponder } from '../export/ipc';
 import { freshenSnapshot } from '../export/snapshot';
-import { resolveEndpoint } from '../hooks/routes';
-import { processProducer } from '../metrics/Metrics';
 import type { RequestHooks } from '../hooks/http';
+import { resolveEndpoint } from '../hooks/routes';
 import { HookRunner, type Logger, type UserHooks, type WorkerApi } from '../hooks/server';
-import type { Metrics } from '../metrics/Metrics';
+import { processProducer, type Metrics } from '../metrics/Metrics';
 import type { RestartReason } from '../metrics/contract';
 import { Acceptor, type SocketHandle } from './acceptor';
 import { loadApp } from './app';
