@@ -9,5 +9,10 @@ export { Telemetry, contractViews, shutdownTelemetry as shutdown } from './expor
 export { serializePrometheus, PROMETHEUS_CONTENT_TYPE } from './export/serializer';
 export { startMetricsServer, type MetricsServer } from './export/server';
 export { HttpObserver, type RequestHooks } from './hooks/http';
+export { hooks, type LibraryServer, type LibraryWorker } from './hooks/library';
+export { HOOK_NAMES, type UserHooks, type ServerApi, type WorkerApi, type WorkerInfo } from './hooks/server';
+export { PrometheusWorker } from './workers/sync';
+export { PrometheusThreadWorker } from './workers/gthread';
+export { PrometheusEventletWorker, PrometheusGeventWorker, PrometheusAsyncWorker } from './workers/async';
 export { WorkerRuntime } from './workers/runtime';
 export { startSingleProcess } from './modes/single';

@@ -8,6 +8,8 @@
  *  - anything else: single process, which becomes the cluster master if it forks node:cluster workers.
  */
 import cluster from 'node:cluster';
+import { realpathSync } from 'node:fs';
+import { join } from 'node:path';
 import { exitOnUserError, loadConfig, type ExporterConfig } from './config';
 import { isOurClusterWorker, startClusterPrimary, startClusterWorker } from './modes/cluster';
 import { startMultiproc } from './modes/multiproc';
@@ -26,12 +28,23 @@ export function chooseMode(config: ExporterConfig, env: NodeJS.ProcessEnv = proc
   return 'primary';
 }
 
+/** Is this process our own runner's CLI (the preload inherited through NODE_OPTIONS)? It sets itself up. */
+function isRunnerCli(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    return realpathSync(script) === join(__dirname, 'cli.js');
+  } catch {
+    return false;
+  }
+}
+
 function main(): void {
   const g = globalThis as { [LOADED]?: true };
   if (g[LOADED]) return;
   g[LOADED] = true;
   const role = process.env.PREFORK_OTEL_ROLE;
-  if (role === 'runner-master' || role === 'runner-worker') return;
+  if (role === 'runner-master' || role === 'runner-worker' || isRunnerCli()) return;
   let config: ExporterConfig;
   try {
     config = loadConfig();

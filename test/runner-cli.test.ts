@@ -10,7 +10,7 @@ import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, FIXTURES, freePort, labelValues, scrape, scrapeText, select, tmpDir, total, value, waitFor } from './helpers';
+import { CLI, FIXTURES, REGISTER_CJS, freePort, labelValues, scrape, scrapeText, select, tmpDir, total, value, waitFor } from './helpers';
 import { load, startRunner, type Runner } from './runner-helpers';
 
 const HTTP_APP = join(FIXTURES, 'runner-http.cjs');
@@ -184,6 +184,17 @@ describe('APP kinds', () => {
     await expect(fetch(`http://127.0.0.1:${own}/`)).rejects.toThrow();
     expect(await load(runner.url('/x/1'), 9, 3)).toEqual(Array(9).fill(200));
     expect(total(await runner.scrape(), 'gunicorn_worker_requests_total')).toBe(10);
+  });
+});
+
+describe('the preload inherited through NODE_OPTIONS', () => {
+  it('stays out of the runner\'s master and workers: one endpoint, exact counts, no port clash', async () => {
+    runner = await startRunner(['-w', '2', join(FIXTURES, 'runner-http.cjs')], { workers: 2, env: { NODE_OPTIONS: `-r ${REGISTER_CJS}` } });
+    expect(await load(runner.url('/a/1'), 14, 2)).toEqual(Array(14).fill(200));
+    const s = await runner.scrape();
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(14);
+    expect(labelValues(s, 'gunicorn_worker_uptime_seconds', 'worker_id').sort()).toEqual(await runner.running());
+    expect(runner.proc.stderr).not.toMatch(/in use|EADDRINUSE/);
   });
 });
 

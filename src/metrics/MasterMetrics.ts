@@ -16,7 +16,7 @@ export class MasterMetrics {
     this.restarts.add(1, { worker_id: String(workerId), reason });
   }
 
-  /** record_signal: the master received `signal` (e.g. SIGHUP → "HUP") and took `action`. */
+  /** record_signal: the master received `signal` (lower case without SIG, as upstream: SIGHUP → "hup") and took `action`. */
   recordSignal(signal: string, action: string): void {
     this.signals.add(1, { signal, action });
   }

@@ -28,7 +28,7 @@ export const WORKER_STATES = ['booting', 'running', 'stopping'] as const;
 export type WorkerState = (typeof WORKER_STATES)[number] | (string & {});
 
 /** Restart reasons of gunicorn_master_worker_restarts_total{reason}. */
-export const RESTART_REASONS = ['crash', 'timeout', 'max_requests', 'reload', 'oom', 'signal', 'scale'] as const;
+export const RESTART_REASONS = ['crash', 'timeout', 'max_requests', 'reload', 'oom', 'signal'] as const;
 export type RestartReason = (typeof RESTART_REASONS)[number] | (string & {});
 
 /** The instrumentation scope every prefork-otel metric is produced under. */
