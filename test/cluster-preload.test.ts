@@ -8,8 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   FIXTURES, REGISTER_CJS, REGISTER_ESM, freePort, labelValues, parseMetrics, scrape, scrapeText, select, startNode, total,
-  value, waitFor, waitForHttp, type Proc, type Sample,
-} from './helpers';
+  value, waitFor, waitForHttp, type Proc, type Sample, livePids } from './helpers';
 
 /** GET on a new connection each time (node:cluster hands out connections round-robin, so requests spread over workers). */
 function get(port: number, path: string): Promise<{ status: number; body: string }> {
@@ -25,12 +24,6 @@ function get(port: number, path: string): Promise<{ status: number; body: string
   });
 }
 
-/** pids the fixture's primary reports as forked and not (yet) exited */
-function livePids(app: Proc): string[] {
-  const forked = [...app.stdout.matchAll(/^forked (\d+)$/gm)].map((m) => m[1]!);
-  const exited = new Set([...app.stdout.matchAll(/^exit (\d+) /gm)].map((m) => m[1]!));
-  return forked.filter((p) => !exited.has(p)).sort();
-}
 
 const WORKER_METRICS = [
   'gunicorn_worker_requests_total', 'gunicorn_worker_uptime_seconds', 'gunicorn_worker_memory_bytes',

@@ -166,3 +166,10 @@ export function value(samples: Sample[], name: string, match: Record<string, str
 export function labelValues(samples: Sample[], name: string, label: string): string[] {
   return [...new Set(select(samples, name).map((s) => s.labels[label]!))].sort();
 }
+
+/** pids a node:cluster fixture's primary reported as forked (`forked PID`) and not yet exited (`exit PID …`) */
+export function livePids(app: Proc): string[] {
+  const forked = [...app.stdout.matchAll(/^forked (\d+)$/gm)].map((m) => m[1]!);
+  const exited = new Set([...app.stdout.matchAll(/^exit (\d+) /gm)].map((m) => m[1]!));
+  return forked.filter((p) => !exited.has(p)).sort();
+}

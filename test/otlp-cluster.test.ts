@@ -7,7 +7,7 @@
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FIXTURES, REGISTER_CJS, freePort, startNode, waitFor, type Proc } from './helpers';
+import { FIXTURES, REGISTER_CJS, freePort, startNode, waitFor, type Proc, livePids } from './helpers';
 import { pointsOf, startHttpReceiver, type Export, type Receiver } from './fixtures/otlp-receiver';
 import { collectorPrometheusName } from './fixtures/collector-naming';
 
@@ -24,11 +24,6 @@ function get(port: number, path: string): Promise<string> {
   });
 }
 
-function livePids(app: Proc): string[] {
-  const forked = [...app.stdout.matchAll(/^forked (\d+)$/gm)].map((m) => m[1]!);
-  const exited = new Set([...app.stdout.matchAll(/^exit (\d+) /gm)].map((m) => m[1]!));
-  return forked.filter((p) => !exited.has(p)).sort();
-}
 
 /** The latest export of each process (by resource process.pid). */
 function latestByPid(exports: Export[]): Map<string, Export> {

@@ -24,6 +24,7 @@ import { cumulativeOnly } from './aggregator';
 import { mergeScopeMetrics } from './merge';
 import { freshenSnapshot, isSnapshot, toSnapshot, type Snapshot } from './snapshot';
 import { serializePrometheus } from './serializer';
+import { pidAlive } from '../util/pid';
 
 export interface MultiprocFile {
   format: 'prefork-otel-multiproc/1';
@@ -65,14 +66,6 @@ function parseFile(text: string): MultiprocFile | undefined {
   return undefined;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 let tmpSeq = 0;
 function tmpName(dir: string, name: string): string {

@@ -1,14 +1,7 @@
 import { existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { ConfigError } from '../config';
+import { pidAlive } from '../util/pid';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** gunicorn's --pid file: refuses to start over a live master, renamed to .oldbin on USR2, removed on exit. */
 export class Pidfile {
@@ -17,7 +10,7 @@ export class Pidfile {
   create(pid = process.pid): void {
     if (existsSync(this.path)) {
       const old = Number(readFileSync(this.path, 'utf8').trim());
-      if (Number.isInteger(old) && old > 0 && old !== pid && old !== process.ppid && alive(old)) {
+      if (Number.isInteger(old) && old > 0 && old !== pid && old !== process.ppid && pidAlive(old)) {
         throw new ConfigError(`prefork-otel: already running on pid ${old} (pid file ${this.path}); stop it or remove the file`, 1);
       }
     }

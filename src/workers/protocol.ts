@@ -7,7 +7,7 @@
  *   worker → master: { [TAG]: 'ready' } | { [TAG]: 'beat', tick } | { [TAG]: 'retire', reason }
  */
 import { TAG } from '../export/ipc';
-import type { AppSpec, LogLevel, WorkerKind } from '../config/runner';
+import type { AppSpec, RunnerSettings, WorkerKind } from '../config/runner';
 import type { RestartReason } from '../metrics/contract';
 
 export { TAG };
@@ -18,21 +18,13 @@ export const WORKER_BOOT_ERROR = 3;
 export const APP_LOAD_ERROR = 4;
 
 /** Everything a worker process needs to know, set by the master at fork. */
-export interface WorkerBoot {
+export interface WorkerBoot extends Pick<RunnerSettings,
+  'threads' | 'workerConnections' | 'timeout' | 'abortOnTimeout' | 'gracefulTimeout' | 'keepAlive' | 'procName' | 'logLevel'> {
   app: AppSpec;
   kind: WorkerKind;
-  threads: number;
-  workerConnections: number;
-  /** seconds */
-  timeout: number;
-  abortOnTimeout: boolean;
-  gracefulTimeout: number;
-  keepAlive: number;
   /** this worker's limit (with its jitter); 0 = none */
   maxRequests: number;
   configFile: string | undefined;
-  procName: string | undefined;
-  logLevel: LogLevel;
   age: number;
   /** number of listening sockets */
   binds: number;
