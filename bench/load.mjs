@@ -226,6 +226,23 @@ export async function loadPaths(url, n, mode, { count = 200, seed = 42, connecti
   return { requests: r.requests.total, errors: r.errors + r.timeouts + (r.non2xx ?? 0) };
 }
 
+/** the p-th percentile (0–100) by linear interpolation */
+export function percentile(xs, p) {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const k = ((s.length - 1) * p) / 100;
+  const lo = Math.floor(k);
+  const hi = Math.ceil(k);
+  return s[lo] + (s[hi] - s[lo]) * (k - lo);
+}
+
+/** mean of the middle 60 % (drops the 20 % lowest and highest) */
+export function trimmedMean(xs) {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  const t = s.slice(Math.floor(s.length * 0.2), Math.ceil(s.length * 0.8));
+  return t.length ? t.reduce((a, b) => a + b, 0) / t.length : NaN;
+}
+
 export function median(xs) {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (s.length === 0) return NaN;
@@ -274,8 +291,10 @@ export async function runThroughput(gen, { apps = ['http', 'express'], variants 
         label: VARIANTS[v].label,
         rps: median(runs.map((x) => x.rps)),
         ratioToBare: median(rounds.map((rd) => rd[v].rps / rd[baseline].rps)),
+        ratioIqr: [percentile(rounds.map((rd) => rd[v].rps / rd[baseline].rps), 25), percentile(rounds.map((rd) => rd[v].rps / rd[baseline].rps), 75)],
         cpuUsPerRequest: median(runs.map((x) => x.cpuNsPerRequest / 1000)),
         addedCpuUsPerRequest: median(rounds.map((rd) => (rd[v].cpuNsPerRequest - rd[baseline].cpuNsPerRequest) / 1000)),
+        addedCpuIqr: [percentile(rounds.map((rd) => (rd[v].cpuNsPerRequest - rd[baseline].cpuNsPerRequest) / 1000), 25), percentile(rounds.map((rd) => (rd[v].cpuNsPerRequest - rd[baseline].cpuNsPerRequest) / 1000), 75)],
         userCpuUsPerRequest: median(runs.map((x) => x.userNsPerRequest / 1000)),
         addedUserCpuUsPerRequest: median(rounds.map((rd) => (rd[v].userNsPerRequest - rd[baseline].userNsPerRequest) / 1000)),
         latencyMs: { p50: median(runs.map((x) => x.latencyUs.p50 / 1000)), p99: median(runs.map((x) => x.latencyUs.p99 / 1000)) },
@@ -358,8 +377,10 @@ export async function runToggle(gen, { app = 'http', windows = 8, seconds = 2, l
       windows, secondsPerWindow: seconds, requests,
       offCpuUsPerRequest: median(per.off) / 1000, onCpuUsPerRequest: median(per.on) / 1000,
       addedCpuUsPerRequest: median(added) / 1000, addedUserCpuUsPerRequest: median(addedUser) / 1000,
+      addedCpuTrimmedMeanUs: trimmedMean(added) / 1000, addedCpuIqrUs: [percentile(added, 25) / 1000, percentile(added, 75) / 1000],
+      windowsUs: { off: per.off.map((x) => +(x / 1000).toFixed(2)), on: per.on.map((x) => +(x / 1000).toFixed(2)) },
     };
-    log(`toggle ${app}: observer off ${out.offCpuUsPerRequest.toFixed(2)} µs/req, on ${out.onCpuUsPerRequest.toFixed(2)} µs/req: added ${out.addedCpuUsPerRequest.toFixed(2)} µs (user ${out.addedUserCpuUsPerRequest.toFixed(2)} µs) over ${requests} requests`);
+    log(`toggle ${app}: observer off ${out.offCpuUsPerRequest.toFixed(2)} µs/req, on ${out.onCpuUsPerRequest.toFixed(2)} µs/req: added (median of ${windows} pairs) ${out.addedCpuUsPerRequest.toFixed(2)} µs, trimmed mean ${out.addedCpuTrimmedMeanUs.toFixed(2)} µs, IQR ${out.addedCpuIqrUs.map((x) => x.toFixed(2)).join('…')} µs (user ${out.addedUserCpuUsPerRequest.toFixed(2)} µs) over ${requests} requests`);
     return out;
   } finally {
     await server.stop();
