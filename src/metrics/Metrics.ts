@@ -53,6 +53,12 @@ export class Metrics {
   constructor(options: MetricsOptions = {}) {
     this.workerId = String(options.workerId ?? process.pid);
     this.workerAttrs = { worker_id: this.workerId };
+    // first values from Node itself, so the gauges are in the very first scrape; the sampler (pidusage)
+    // replaces them within moments: CPU percent averaged since the process started, as pidusage's first sample is
+    this.memoryBytes = process.memoryUsage.rss();
+    const used = process.cpuUsage();
+    const up = process.uptime();
+    this.cpuPercent = up > 0 ? ((used.user + used.system) / 1e6 / up) * 100 : 0;
     this.recording = options.recording ?? 'fast';
     const provider = options.meterProvider ?? otelMetrics.getMeterProvider();
     this.meter = provider.getMeter(SCOPE.name, SCOPE.version);
