@@ -362,10 +362,10 @@ export async function runToggle(gen, { app = 'http', windows = 8, seconds = 2, l
     for (let w = 0; w < windows; w++) {
       const order = w % 2 ? ['on', 'off'] : ['off', 'on'];
       for (const state of order) {
-        const before = await server.stats(`observer-${state}`);
+        const before = await server.stats(`observer-${state}-lite`);
         if (!before.observer) throw new Error('the preload runtime was not found (globalThis[Symbol.for("prefork-otel.single")])');
         const r = await load(gen, server.url, { seconds });
-        const after = await server.stats();
+        const after = await server.stats('stats-lite');
         per[state].push(((after.cpuUs - before.cpuUs) * 1000) / r.requests);
         users[state].push(((after.userUs - before.userUs) * 1000) / r.requests);
         requests += r.requests;

@@ -19,12 +19,14 @@ if (!process.env.BENCH_PROBE_CLAIMED) {
       if (cmd === 'gc' && typeof global.gc === 'function') { global.gc(); global.gc(); }
       // in-process A/B: the preload's HTTP observer unsubscribed / subscribed again
       const observer = globalThis[Symbol.for('prefork-otel.single')]?.observer;
-      if (cmd === 'observer-off' && observer) observer.stop();
-      if (cmd === 'observer-on' && observer) observer.start();
+      if (cmd.startsWith('observer-off') && observer) observer.stop();
+      if (cmd.startsWith('observer-on') && observer) observer.start();
       const cpu = process.cpuUsage();
+      // '…-lite' commands (the in-process A/B windows) skip the /proc reads
+      const lite = cmd.endsWith('-lite');
       const mem = process.memoryUsage();
-      const tree = descendantsCpu(process.pid);
-      const priv = privateMemory();
+      const tree = lite ? { pids: [], cpuUs: 0, userUs: 0, rss: 0 } : descendantsCpu(process.pid);
+      const priv = lite ? { private: NaN, pss: NaN } : privateMemory();
       process.stdout.write(`@@probe ${JSON.stringify({
         cmd, pid: process.pid, observer: observer !== undefined, cpuUs: cpu.user + cpu.system, userUs: cpu.user, sysUs: cpu.system,
         rss: mem.rss, privateBytes: priv.private, pssBytes: priv.pss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external,
