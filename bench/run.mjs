@@ -80,7 +80,7 @@ log(`bench: ${meta.node} on ${meta.cpu} × ${meta.cores}, load generator ${meta.
 
 const P = quick
   ? { httpReps: 2, expressReps: 1, seconds: 2, clusterReps: 1, windows: 2, windowSeconds: 1, memN: 10_000, e2eWorkers: 4, e2eScrapes: 5 }
-  : { httpReps: 6, expressReps: 4, seconds: 3, clusterReps: 3, windows: 30, windowSeconds: 1, memN: 100_000, e2eWorkers: 16, e2eScrapes: 30 };
+  : { httpReps: 6, expressReps: 4, seconds: 3, clusterReps: 3, windows: 30, windowSeconds: 1, memN: 100_000, e2eWorkers: 16, e2eScrapes: 100 };
 
 const results = { meta, params: P };
 if (want('micro')) {
