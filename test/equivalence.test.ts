@@ -52,6 +52,28 @@ function pipeline(config: ExporterConfig, recording: 'fast' | 'otel'): Pipeline 
 }
 
 describe('fast recording ≡ OTel synchronous instruments (in-process, bitwise)', () => {
+  it('a negative or NaN duration is recorded as 0 s, the same in both modes', async () => {
+    const config = loadConfig({}, { targetInfo: false });
+    const fast = pipeline(config, 'fast');
+    const otel = pipeline(config, 'otel');
+    try {
+      for (const m of [fast.metrics, otel.metrics]) {
+        m.recordRequest('GET', '/clock-skew', -0.25);
+        m.recordRequest('GET', '/clock-skew', Number.NaN);
+        m.recordRequest('GET', '/clock-skew', 0.3);
+      }
+      const a = await fast.telemetry.scrape();
+      expect(requestLines(a)).toEqual(requestLines(await otel.telemetry.scrape()));
+      const s = parseMetrics(a);
+      expect(total(s, M.requestsTotal.name, { endpoint: '/clock-skew' })).toBe(3);
+      expect(total(s, `${M.requestDuration.name}_bucket`, { endpoint: '/clock-skew', le: '0.005' })).toBe(2);
+      expect(total(s, `${M.requestDuration.name}_sum`, { endpoint: '/clock-skew' })).toBe(0.3);
+    } finally {
+      await fast.telemetry.shutdown();
+      await otel.telemetry.shutdown();
+    }
+  });
+
   for (const buckets of [undefined, [0.001, 0.5, 3]]) {
     it(`same stream, same scrape${buckets ? ' (custom buckets)' : ''}`, async () => {
       const config = loadConfig({}, { targetInfo: false, ...(buckets ? { buckets } : {}) });

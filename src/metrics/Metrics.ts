@@ -95,7 +95,10 @@ export class Metrics {
    */
   recordRequest(method: string, endpoint: string, duration: number, success = true, errorType: ErrorType = 'RequestError'): void {
     const mi = methodIndex(method);
-    this.record(mi, this.fastSeries(mi, endpoint), endpoint, duration, success ? -1 : errorTypeIndex(errorType));
+    // a negative or NaN duration (a caller's clock error) is recorded as 0 s in both recording modes:
+    // the request still counts, and OTel's Histogram (which drops negatives) and ours agree
+    const seconds = duration > 0 ? duration : 0;
+    this.record(mi, this.fastSeries(mi, endpoint), endpoint, seconds, success ? -1 : errorTypeIndex(errorType));
   }
 
   /** The fast-path series slot for (method slot, endpoint); undefined in otel mode. */
