@@ -22,7 +22,7 @@ import type { MasterMetrics } from '../metrics/MasterMetrics';
 import {
   APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RetireMessage, type WorkerBoot,
 } from '../workers/protocol';
-import { classifyExit, oomKills } from './exit-reason';
+import { classifyExit, OomKillCounter } from './exit-reason';
 import type { RunnerLog } from './logger';
 import { Pidfile } from './pidfile';
 import { bindAll, bindOne, closeAll, type Listener } from './sockets';
@@ -68,7 +68,7 @@ export class Arbiter implements ServerApi {
   /** start-up went through (from here on errors are logged, not one-line user errors) */
   private started = false;
   private upgradedTo: ChildProcess | undefined;
-  private oomBaseline = oomKills();
+  private readonly oom = new OomKillCounter();
   private done!: (code: number) => void;
   private readonly signalHandlers = new Map<SignalName, () => void>();
 
@@ -110,6 +110,8 @@ export class Arbiter implements ServerApi {
    * stderr and the exit code, before anything else is logged — then when_ready and the workers.
    */
   private async start(): Promise<void> {
+    // the cgroup's OOM-kill count now: a worker SIGKILLed while it rises was killed for memory
+    await this.oom.baseline();
     await this.hooks.call('on_starting', this);
     if (this.cfg.pidfile) {
       this.pidfile = new Pidfile(this.cfg.pidfile);
@@ -469,13 +471,12 @@ export class Arbiter implements ServerApi {
       } else if (w.restartReason === undefined && !w.reloadPending) {
         if (w.selfReason !== undefined) w.restartReason = w.selfReason;
         else if (!w.retiring) {
-          const now = signal === 'SIGKILL' ? oomKills() : this.oomBaseline;
-          w.restartReason = classifyExit(code ?? null, signal ?? null, this.oomBaseline, now);
-          this.oomBaseline = now;
+          const oomRose = signal === 'SIGKILL' && await this.oom.increased();
+          w.restartReason = classifyExit(code ?? null, signal ?? null, oomRose);
         }
       } else if (w.reloadPending && w.restartReason === undefined) {
         // an old worker that died before the reload retired it: replaced by the reload anyway
-        w.restartReason = classifyExit(code ?? null, signal ?? null, undefined, undefined);
+        w.restartReason = classifyExit(code ?? null, signal ?? null, false);
       }
       if (signal) {
         const hint = signal === 'SIGKILL' && w.restartReason !== 'timeout' ? ' Perhaps out of memory?' : '';

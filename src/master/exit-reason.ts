@@ -1,28 +1,64 @@
-import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import type { RestartReason } from '../metrics/contract';
 
-/** The kernel's OOM-kill count for this cgroup (v2 memory.events, v1 memory.oom_control); undefined when not readable. */
-export function oomKills(): number | undefined {
-  for (const file of ['/sys/fs/cgroup/memory.events', '/sys/fs/cgroup/memory/memory.oom_control']) {
-    try {
-      const m = /^oom_kill (\d+)$/m.exec(readFileSync(file, 'utf8'));
-      if (m) return Number(m[1]);
-    } catch { /* not this cgroup version */ }
+/**
+ * The kernel OOM killer's count for this cgroup (v2 `memory.events`, v1 `memory.oom_control`): a worker
+ * killed by SIGKILL while the count went up was killed for memory. Undefined where unreadable.
+ */
+export class OomKillCounter {
+  private file: string | null | undefined;
+  private last: number | undefined;
+
+  private async read(): Promise<number | undefined> {
+    if (this.file === undefined) {
+      this.file = null;
+      const own = await readFile('/proc/self/cgroup', 'utf8').catch(() => '');
+      const v2 = /^0::(.*)$/m.exec(own)?.[1];
+      const v1 = /^\d+:[^:]*\bmemory\b[^:]*:(.*)$/m.exec(own)?.[1];
+      const candidates = [
+        '/sys/fs/cgroup/memory.events',
+        v2 && `/sys/fs/cgroup${v2}/memory.events`,
+        '/sys/fs/cgroup/memory/memory.oom_control',
+        v1 && `/sys/fs/cgroup/memory${v1}/memory.oom_control`,
+      ].filter((f): f is string => !!f);
+      for (const f of candidates) {
+        if (/\boom_kill (\d+)/.test(await readFile(f, 'utf8').catch(() => ''))) {
+          this.file = f;
+          break;
+        }
+      }
+    }
+    if (!this.file) return undefined;
+    const m = /\boom_kill (\d+)/.exec(await readFile(this.file, 'utf8').catch(() => ''));
+    return m ? Number(m[1]) : undefined;
   }
-  return undefined;
+
+  /** remember the current count */
+  async baseline(): Promise<void> {
+    this.last = await this.read();
+  }
+
+  /** did the count go up since the last look? (and remember the new count) */
+  async increased(): Promise<boolean> {
+    const before = this.last;
+    const now = await this.read();
+    this.last = now;
+    return now !== undefined && before !== undefined && now > before;
+  }
 }
 
 /**
- * Why a worker the master did not stop went away:
- *  - SIGKILL while the cgroup's OOM-kill count rose: `oom` (the kernel's OOM killer); else `signal`
- *  - SIGABRT: `oom` — V8 aborts the process when the JavaScript heap limit is reached
- *    ("JavaScript heap out of memory"); a native abort() for another cause is rare and lands here too
+ * Why a worker nobody asked to stop went away (the runner's master and a preloaded cluster primary):
+ *  - SIGKILL while the cgroup's OOM-kill count rose (`oomRose`): `oom` (the kernel's OOM killer); else `signal`
+ *  - SIGABRT (or exit code 134): `oom` — V8 aborts the process when the JavaScript heap limit is reached
+ *    ("JavaScript heap out of memory"), unless the worker runs with --abort-on-uncaught-exception
+ *    (`abortOnUncaught`), where an abort is an uncaught exception: `signal`
  *  - any other signal: `signal`
- *  - an exit code: `crash` (an uncaught exception exits 1; exit 0 is an unexpected quit)
+ *  - an exit code: `crash` (an uncaught exception exits 1)
  */
-export function classifyExit(code: number | null, signal: NodeJS.Signals | null, oomBefore: number | undefined, oomNow: number | undefined): RestartReason {
-  if (signal === 'SIGKILL') return oomBefore !== undefined && oomNow !== undefined && oomNow > oomBefore ? 'oom' : 'signal';
-  if (signal === 'SIGABRT' || code === 134) return 'oom';
+export function classifyExit(code: number | null, signal: string | null, oomRose: boolean, abortOnUncaught = false): RestartReason {
+  if (signal === 'SIGKILL') return oomRose ? 'oom' : 'signal';
+  if (signal === 'SIGABRT' || (!signal && code === 134)) return abortOnUncaught ? 'signal' : 'oom';
   if (signal) return 'signal';
   return 'crash';
 }

@@ -12,7 +12,6 @@
  * Our messages travel on Node's internal IPC event, invisible to the application's own handlers.
  */
 import cluster, { type Worker } from 'node:cluster';
-import { readFile } from 'node:fs/promises';
 import type { ResourceMetrics, ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
 import { Aggregator } from '../export/aggregator';
@@ -22,6 +21,7 @@ import { freshenSnapshot } from '../export/snapshot';
 import { M, SCOPE, type RestartReason } from '../metrics/contract';
 import { MasterMetrics } from '../metrics/MasterMetrics';
 import { processProducer } from '../metrics/Metrics';
+import { classifyExit, OomKillCounter } from '../master/exit-reason';
 import type { WorkerRuntime } from '../workers/runtime';
 import { endTimeoutMs, flushOnProcessEnd, hasPushReaders, NOTHING_TO_FLUSH } from './lifecycle';
 import { processRuntime, serveMetricsEndpoint } from './single';
@@ -47,66 +47,14 @@ export function withoutWorkerMetrics(rm: ResourceMetrics): ResourceMetrics {
 }
 
 /**
- * The kernel OOM killer's count for this cgroup (v2 `memory.events`, v1 `memory.oom_control`): a worker
- * killed by SIGKILL while the count went up was killed for memory. Undefined where unreadable.
- */
-export class OomKillCounter {
-  private file: string | null | undefined;
-  private last: number | undefined;
-
-  private async read(): Promise<number | undefined> {
-    if (this.file === undefined) {
-      this.file = null;
-      const own = await readFile('/proc/self/cgroup', 'utf8').catch(() => '');
-      const v2 = /^0::(.*)$/m.exec(own)?.[1];
-      const v1 = /^\d+:[^:]*\bmemory\b[^:]*:(.*)$/m.exec(own)?.[1];
-      const candidates = [
-        '/sys/fs/cgroup/memory.events',
-        v2 && `/sys/fs/cgroup${v2}/memory.events`,
-        '/sys/fs/cgroup/memory/memory.oom_control',
-        v1 && `/sys/fs/cgroup/memory${v1}/memory.oom_control`,
-      ].filter((f): f is string => !!f);
-      for (const f of candidates) {
-        if (/\boom_kill (\d+)/.test(await readFile(f, 'utf8').catch(() => ''))) {
-          this.file = f;
-          break;
-        }
-      }
-    }
-    if (!this.file) return undefined;
-    const m = /\boom_kill (\d+)/.exec(await readFile(this.file, 'utf8').catch(() => ''));
-    return m ? Number(m[1]) : undefined;
-  }
-
-  /** remember the current count */
-  async baseline(): Promise<void> {
-    this.last = await this.read();
-  }
-
-  /** did the count go up since the last look? (and remember the new count) */
-  async increased(): Promise<boolean> {
-    const before = this.last;
-    const now = await this.read();
-    this.last = now;
-    return now !== undefined && before !== undefined && now > before;
-  }
-}
-
-/**
  * The restart reason of a worker exit the primary did not ask for (not after `disconnect()` / `kill()`):
- *  - `oom`: killed by SIGABRT (how V8 ends a process on "JavaScript heap out of memory", unless the worker
- *    runs with --abort-on-uncaught-exception), or by SIGKILL while the cgroup's OOM-kill count went up;
- *  - `signal`: killed by any other signal (e.g. `kill -9`, SIGTERM from outside);
- *  - `crash`: exited with a non-zero code (an uncaught exception exits with 1);
- *  - undefined: exit code 0 — the worker ended on its own; not a restart.
+ * exit code 0 is the worker ending on its own, not a restart; anything else as `classifyExit` says.
  */
 export async function exitReason(code: number | null, signal: string | null,
   opts: { oom?: OomKillCounter; execArgv?: readonly string[] } = {}): Promise<RestartReason | undefined> {
-  if (signal === 'SIGABRT' && !(opts.execArgv ?? []).includes('--abort-on-uncaught-exception')) return 'oom';
-  if (signal === 'SIGKILL' && opts.oom && await opts.oom.increased()) return 'oom';
-  if (signal) return 'signal';
-  if (code !== null && code !== 0) return 'crash';
-  return undefined;
+  if (!signal && (code === null || code === 0)) return undefined;
+  const oomRose = signal === 'SIGKILL' && opts.oom !== undefined && await opts.oom.increased();
+  return classifyExit(code, signal, oomRose, (opts.execArgv ?? []).includes('--abort-on-uncaught-exception'));
 }
 
 const NO_METRICS: ScopeMetrics = { scope: { ...SCOPE }, metrics: [] };
