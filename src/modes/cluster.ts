@@ -25,6 +25,7 @@ import { classifyExit, OomKillCounter } from '../master/exit-reason';
 import type { WorkerRuntime } from '../workers/runtime';
 import { endTimeoutMs, flushOnProcessEnd, hasPushReaders, NOTHING_TO_FLUSH } from './lifecycle';
 import { processRuntime, serveMetricsEndpoint } from './single';
+import { withDeadline } from '../util/time';
 
 /** Set by a primary running the preload to its pid; a cluster worker whose parent it is knows its master is ours. */
 export const PRIMARY_ENV = 'PREFORK_OTEL_CLUSTER_PRIMARY';
@@ -163,7 +164,7 @@ export function startClusterWorker(config: ExporterConfig): WorkerRuntime {
     await responder.stop(true);
     finalSent = true;
   })());
-  const bounded = () => Promise.race([flush().catch(() => undefined), new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
+  const bounded = () => withDeadline(flush(), timeoutMs);
 
   const disconnect = process.disconnect as (() => void) | undefined;
   if (typeof disconnect === 'function') {

@@ -1,5 +1,6 @@
 import type { ExporterConfig } from '../config';
 import { shutdownTelemetry } from '../export/telemetry';
+import { withDeadline } from '../util/time';
 
 /**
  * The end of a preloaded process: give its metrics one last chance to leave (a final snapshot to the
@@ -54,15 +55,9 @@ export function endTimeoutMs(config: Pick<ExporterConfig, 'exporters' | 'scrapeT
 
 export function flushOnProcessEnd(f: FinalFlush, timeoutMs: number): void {
   let flushing: Promise<void> | undefined;
-  const bounded = () => (flushing ??= Promise.race([
-    f.flush().catch(() => undefined),
-    new Promise<void>((r) => setTimeout(r, timeoutMs).unref()),
-  ]));
+  const bounded = () => (flushing ??= withDeadline(f.flush(), timeoutMs));
   let ending: Promise<void> | undefined;
-  const beforeSignalExit = () => (ending ??= Promise.race([
-    bounded().then(() => shutdownTelemetry()).catch(() => undefined),
-    new Promise<void>((r) => setTimeout(r, timeoutMs).unref()),
-  ]));
+  const beforeSignalExit = () => (ending ??= withDeadline(bounded().then(() => shutdownTelemetry()), timeoutMs));
 
   for (const sig of SIGNALS) {
     const onSignal = () => {

@@ -20,8 +20,8 @@ import { loadApp } from './app';
 import { TAG, type WorkerBoot } from './protocol';
 import { WorkerRuntime } from './runtime';
 import { Watchdog } from './watchdog';
+import { sleep } from '../util/time';
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Send to the master; a closed channel (the master is gone) is not an error here. */
 export function toMaster(message: object): Promise<void> {

@@ -9,9 +9,9 @@ import type { SocketHandle } from './acceptor';
 import { BaseWorker, heartbeat, toMaster } from './base';
 import { TAG } from './protocol';
 import type { ThreadData } from './thread';
+import { sleep } from '../util/time';
 
 const EMPTY_RESOURCE = resourceFromAttributes({});
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 interface Thread {
   worker: Worker;

@@ -24,6 +24,7 @@ import { Acceptor } from './acceptor';
 import { loadApp } from './app';
 import { APP_LOAD_ERROR, type WorkerBoot } from './protocol';
 import { ABORT } from './watchdog';
+import { sleep } from '../util/time';
 
 /** globalThis key of this thread's index (the main thread's abort addresses one thread by it) */
 const THREAD_INDEX = Symbol.for('prefork-otel.threadIndex');
@@ -41,7 +42,6 @@ export interface ThreadData {
 }
 
 const NOOP_PROVIDER: MeterProvider = { getMeter: () => createNoopMeter() };
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 class ThreadLoop implements WorkerApi {
   readonly pid = process.pid;
