@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  FIXTURES, REGISTER_CJS, freePort, hit, labelValues, scrape, select, startNode, total, value, waitForHttp, type Proc,
+  FIXTURES, REGISTER_CJS, freePort, hit, labelValues, scrape, select, startNode, total, value, waitFor, waitForHttp, type Proc,
 } from './helpers';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 
 describe('preload on a plain node:http server', () => {
   let app: Proc;
@@ -51,6 +52,48 @@ describe('preload on a plain node:http server', () => {
     // label sets are exactly the reference's
     for (const x of select(s, 'gunicorn_worker_requests_total')) expect(Object.keys(x.labels).sort()).toEqual(['endpoint', 'method', 'worker_id']);
     for (const x of select(s, 'gunicorn_worker_failed_requests_total')) expect(Object.keys(x.labels).sort()).toEqual(['endpoint', 'error_type', 'method', 'worker_id']);
+  });
+
+  it('pipelined requests on one connection: each counted once, and those cut off by a close count as aborted', async () => {
+    const before = await scrape(metricsPort);
+    const base = total(before, 'gunicorn_worker_requests_total');
+    const req = (path: string) => `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    // three requests in one write; the server answers them in order on the same socket
+    const sock = connect(appPort, '127.0.0.1');
+    let got = '';
+    const answered = (n: number) => new Promise<void>((resolve, reject) => {
+      const check = () => { if ((got.match(/HTTP\/1\.1 /g) ?? []).length >= n) resolve(); };
+      sock.on('data', (d) => { got += d.toString(); check(); });
+      sock.on('error', reject);
+      check();
+    });
+    sock.write(req('/sleep/40') + req('/users/7') + req('/fail/p'));
+    await answered(3);
+    expect(got.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200', 'HTTP/1.1 503']);
+    // then three more, and the client leaves as soon as the first is answered: the other two were
+    // started by the app but never finished
+    sock.write(req('/sleep/5') + req('/sleep/3000') + req('/sleep/3001'));
+    await answered(4);
+    sock.destroy();
+    const s = await waitFor(async () => {
+      const x = await scrape(metricsPort);
+      return total(x, 'gunicorn_worker_requests_total') - base === 6 ? x : undefined;
+    }, 10_000, 'six requests recorded');
+    const d = (k: string, labels: Record<string, string>) => value(s, k, labels) - total(before, k, labels);
+    expect(d('gunicorn_worker_requests_total', { method: 'GET', endpoint: '/sleep/:id' })).toBe(4);
+    expect(d('gunicorn_worker_requests_total', { method: 'GET', endpoint: '/users/:id' })).toBe(1);
+    expect(d('gunicorn_worker_requests_total', { method: 'GET', endpoint: '/fail/p' })).toBe(1);
+    expect(d('gunicorn_worker_failed_requests_total', { method: 'GET', endpoint: '/sleep/:id', error_type: 'RequestError' })).toBe(2);
+    expect(d('gunicorn_worker_failed_requests_total', { method: 'GET', endpoint: '/fail/p', error_type: 'RequestError' })).toBe(1);
+    expect(d('gunicorn_worker_request_duration_seconds_count', { method: 'GET', endpoint: '/sleep/:id' })).toBe(4);
+    // the first one's duration covers its 40 ms timer; the cut-off ones end at the close, long before 3 s
+    expect(d('gunicorn_worker_request_duration_seconds_sum', { method: 'GET', endpoint: '/sleep/:id' })).toBeGreaterThanOrEqual(0.045);
+    expect(d('gunicorn_worker_request_duration_seconds_bucket', { method: 'GET', endpoint: '/sleep/:id', le: '2.5' })).toBe(4);
+    // and when the app finally answers them (after the close), nothing more is counted
+    await new Promise((r) => setTimeout(r, 3300));
+    const after = await scrape(metricsPort);
+    expect(total(after, 'gunicorn_worker_requests_total') - base).toBe(6);
+    expect(total(after, 'gunicorn_worker_failed_requests_total') - total(before, 'gunicorn_worker_failed_requests_total')).toBe(3);
   });
 
   it('reports uptime, memory, cpu and the running state for this pid', async () => {

@@ -10,20 +10,31 @@ import { captureFastifyRoutes, captureLoadedFrameworkRoutes, resolveEndpoint } f
 const REQUEST_ERROR = 0;
 const TIMEOUT_ERROR = 1;
 
-const T0 = Symbol('prefork-otel.t0');
 const SEEN = Symbol('prefork-otel.seenServer');
-/** responses started on a socket and not yet recorded: one, several (pipelining), or null (none) */
-const PENDING = Symbol('prefork-otel.pending');
-/** T0 value once the request is recorded (finish) so close does not count it again */
-const DONE = -1;
+/** the connection's Slot: its requests started and not yet recorded */
+const SLOT = Symbol('prefork-otel.slot');
 /** SEEN values: the server is observed / is one of ours (its requests are not app traffic) */
 const OBSERVED = 1;
 const OWN = 2;
 
-type Req = IncomingMessage & { [T0]?: number };
-type Res = ServerResponse & { req: Req };
-type Sock = { [PENDING]?: Res | Res[] | null; on(event: 'close', listener: () => void): unknown };
-interface ChannelMessage { request: Req; response: Res; socket?: Sock | null; server: object & { [SEEN]?: number } }
+type Res = ServerResponse & { req: IncomingMessage };
+type Sock = { [SLOT]?: Slot; on(event: 'close', listener: () => void): unknown };
+interface ChannelMessage { request: IncomingMessage; response: Res; socket?: Sock | null; server: object & { [SEEN]?: number } }
+
+/** a pipelined request waiting behind the slot's current one */
+interface Queued { res: Res; t0: number }
+
+/**
+ * One per connection, made at its first request and reused by every request on it: the response
+ * under way and its start time. Nothing is added to the request or response objects, so Node's own
+ * HTTP code keeps seeing the object shapes it was optimised for, and a request costs no allocation
+ * here. Pipelined requests (rare) wait in `queue`.
+ */
+class Slot {
+  res: Res | null = null;
+  t0 = 0;
+  queue: Queued[] | null = null;
+}
 
 /** Optional per-request user hooks (gunicorn's pre_request / post_request). */
 export interface RequestHooks {
@@ -50,6 +61,8 @@ export class HttpObserver {
   private readonly socketClosed: (this: Sock) => void;
   /** a response's 'close', for the rare request published without its socket */
   private readonly closed: (this: Res) => void;
+  /** start times of those rare requests */
+  private readonly unslotted = new WeakMap<Res, number>();
 
   constructor(readonly metrics: Metrics, readonly policy: EndpointPolicy, readonly hooks: RequestHooks = {}) {
     const self = this;
@@ -57,7 +70,7 @@ export class HttpObserver {
       self.onSocketClose(this);
     };
     this.closed = function (this: Res) {
-      self.abort(this);
+      self.onResponseClose(this);
     };
   }
 
@@ -87,70 +100,99 @@ export class HttpObserver {
       captureLoadedFrameworkRoutes();
     }
     const res = m.response;
-    m.request[T0] = performance.now();
+    const t0 = performance.now();
     this.inFlight++;
     const socket = m.socket;
     if (socket) {
-      const p = socket[PENDING];
-      if (p === undefined) {
+      let slot = socket[SLOT];
+      if (slot === undefined) {
+        slot = socket[SLOT] = new Slot();
         socket.on('close', this.socketClosed);
-        socket[PENDING] = res;
-      } else if (p === null) {
-        socket[PENDING] = res;
-      } else if (Array.isArray(p)) {
-        p.push(res);
+      }
+      if (slot.res === null) {
+        slot.res = res;
+        slot.t0 = t0;
       } else {
-        socket[PENDING] = [p, res];
+        (slot.queue ??= []).push({ res, t0 });
       }
     } else {
+      this.unslotted.set(res, t0);
       res.on('close', this.closed);
     }
     if (this.hooks.preRequest) this.hooks.preRequest(m.request, res);
   }
 
   private onFinish(m: ChannelMessage): void {
-    const req = m.request;
-    const t0 = req[T0];
-    if (t0 === undefined || t0 === DONE) return;
-    req[T0] = DONE;
     const res = m.response;
-    const socket = m.socket;
-    if (socket) {
-      const p = socket[PENDING];
-      if (p === res) {
-        socket[PENDING] = null;
-      } else if (Array.isArray(p)) {
-        const i = p.indexOf(res);
-        if (i >= 0) p.splice(i, 1);
-        if (p.length === 0) socket[PENDING] = null;
-      }
-    }
+    const t0 = this.take(m.socket, res);
+    if (t0 < 0) return;
     this.inFlight--;
     const status = res.statusCode;
     const err = status >= 500 ? (status === 504 ? TIMEOUT_ERROR : REQUEST_ERROR) : status === 408 ? TIMEOUT_ERROR : -1;
-    this.record(req, res, (performance.now() - t0) / 1000, err);
+    this.record(m.request, res, (performance.now() - t0) / 1000, err);
+  }
+
+  /**
+   * The start time of `res` if it is still to be recorded, and forget it (so a finish and a close
+   * never count it twice); -1 if it is not ours or already recorded.
+   */
+  private take(socket: Sock | null | undefined, res: Res): number {
+    const slot = socket ? socket[SLOT] : undefined;
+    if (slot !== undefined) {
+      if (slot.res === res) {
+        const t0 = slot.t0;
+        const next = slot.queue !== null ? slot.queue.shift() : undefined;
+        if (next !== undefined) {
+          slot.res = next.res;
+          slot.t0 = next.t0;
+        } else {
+          slot.res = null;
+        }
+        return t0;
+      }
+      const q = slot.queue;
+      if (q !== null) {
+        for (let i = 0; i < q.length; i++) {
+          if (q[i]!.res === res) return q.splice(i, 1)[0]!.t0;
+        }
+      }
+    }
+    const t0 = this.unslotted.get(res);
+    if (t0 === undefined) return -1;
+    this.unslotted.delete(res);
+    return t0;
   }
 
   /** The connection closed: every request on it that had not finished was aborted. */
   private onSocketClose(socket: Sock): void {
-    const p = socket[PENDING];
-    socket[PENDING] = null;
-    if (p == null) return;
-    if (Array.isArray(p)) for (const res of p) this.abort(res);
-    else this.abort(p);
+    const slot = socket[SLOT];
+    if (slot === undefined) return;
+    const now = performance.now();
+    if (slot.res !== null) {
+      const res = slot.res;
+      slot.res = null;
+      this.aborted(res, slot.t0, now);
+    }
+    const q = slot.queue;
+    slot.queue = null;
+    if (q !== null) for (const x of q) this.aborted(x.res, x.t0, now);
+  }
+
+  /** A response's 'close' (a request published without its socket): aborted unless it finished. */
+  private onResponseClose(res: Res): void {
+    const t0 = this.unslotted.get(res);
+    if (t0 === undefined) return;
+    this.unslotted.delete(res);
+    this.aborted(res, t0, performance.now());
   }
 
   /** A request ended without a finish: the client went away (or the socket was destroyed) mid-request. */
-  private abort(res: Res): void {
-    const req = res.req;
-    const t0 = req?.[T0];
-    if (t0 === undefined || t0 === DONE) return;
-    req[T0] = DONE;
+  private aborted(res: Res, t0: number, now: number): void {
     this.inFlight--;
-    this.record(req, res, (performance.now() - t0) / 1000, REQUEST_ERROR);
+    this.record(res.req, res, (now - t0) / 1000, REQUEST_ERROR);
   }
 
-  private record(req: Req, res: Res, seconds: number, errorIdx: number): void {
+  private record(req: IncomingMessage, res: Res, seconds: number, errorIdx: number): void {
     const metrics = this.metrics;
     const mi = methodIndex(req.method);
     const endpoint = resolveEndpoint(req as never, this.policy);
