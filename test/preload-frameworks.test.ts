@@ -25,7 +25,11 @@ interface Framework {
 
 const FRAMEWORKS: Framework[] = [
   // Express matches a route only after the router-level middleware ran: the 401 keeps the normalised path
-  { name: 'Express 5', fixture: 'express-app.cjs', preload: '--import', adminEndpoint: '/api/v1/admin/accounts/:id', davStatus: 404, extra: [] },
+  {
+    name: 'Express 5', fixture: 'express-app.cjs', preload: '--import', adminEndpoint: '/api/v1/admin/accounts/:id', davStatus: 404,
+    // 200 only if the handler sees req.route and req.baseUrl as Express set them
+    extra: [{ req: { method: 'GET', path: '/api/v1/route-info/5' }, n: 2, method: 'GET', endpoint: '/api/v1/route-info/:x', status: 200 }],
+  },
   {
     name: 'Fastify 5', fixture: 'fastify-app.cjs', preload: '-r', adminEndpoint: '/api/v1/admin/accounts/:accountId', davStatus: 404,
     extra: [

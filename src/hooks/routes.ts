@@ -17,9 +17,14 @@ import { normalizePath, type EndpointPolicy } from '../metrics/labels';
  * A template found this way is stored on the raw request under ROUTE.
  */
 export const ROUTE = Symbol.for('prefork-otel.route');
-/** Express: req.baseUrl when req.route was assigned */
-const ROUTE_BASE = Symbol('prefork-otel.expressRouteBase');
-const EXPRESS_ROUTE = Symbol('prefork-otel.expressRoute');
+/**
+ * Express: the route assigned to `req.route`, and `req.baseUrl` at that moment. Kept in WeakMaps,
+ * not on the request: Express swaps each request's prototype (Object.setPrototypeOf), and V8 then
+ * pays microseconds for every property added to that object (two added properties cost ≈ 5 µs a
+ * request in a CPU profile; a WeakMap entry costs next to nothing here).
+ */
+const expressRoutes = new WeakMap<object, unknown>();
+const expressBases = new WeakMap<object, string | undefined>();
 
 type RawReq = { [ROUTE]?: string };
 
@@ -110,11 +115,11 @@ function hookExpressRequest(proto: Proto): void {
     configurable: true,
     enumerable: true,
     get(this: Proto) {
-      return this[EXPRESS_ROUTE];
+      return expressRoutes.get(this);
     },
     set(this: Proto, v: unknown) {
-      this[EXPRESS_ROUTE] = v;
-      this[ROUTE_BASE] = this.baseUrl;
+      expressRoutes.set(this, v);
+      expressBases.set(this, this.baseUrl as string | undefined);
     },
   });
 }
@@ -164,7 +169,6 @@ type ObservedReq = RawReq & {
   baseUrl?: string;
   originalUrl?: string;
   url?: string;
-  [ROUTE_BASE]?: string;
 };
 
 /** The endpoint label of a finished request: framework route template, else the bounded normalised path. */
@@ -175,7 +179,7 @@ export function resolveEndpoint(req: ObservedReq, policy: EndpointPolicy): strin
   if (route != null && route.path !== undefined) {
     const path = route.path;
     // the base noted when the route was assigned; req.baseUrl if the accessor is not installed
-    const noted = req[ROUTE_BASE];
+    const noted = expressBases.get(req);
     const base = noted !== undefined ? noted : req.baseUrl;
     if (!base && typeof path === 'string') return path;
     return expressEndpoint(base ?? '', path, policy);
