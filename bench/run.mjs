@@ -339,13 +339,16 @@ from instructions to µs assumes the added instructions run at the average speed
 assumption, not a measurement. The throughput ratio follows the added CPU${httpBare ? ` (bare ≈ ${f(httpBare.cpuUsPerRequest, 0)} µs of CPU per request in this run, so +${f(httpPre.addedCpuUsPerRequest, 1)} µs is about ${f(httpBare.cpuUsPerRequest / (httpBare.cpuUsPerRequest + httpPre.addedCpuUsPerRequest))}×)` : ''}. What remains per request is the
 two clock reads, the endpoint and series lookups and the increments: the minimum the design asks for.
 
-**Express.** The Express rows swing between runs (0.98× bare in the run of 2026-11-25, ${f(r.throughput?.express?.prefork?.ratioToBare)}× in this one), and
-Express 5's hello world costs several times \`node:http\`'s CPU per request here, so its windows hold few
-requests. A CPU profile of the preloaded Express server (\`node --cpu-prof\`, 2026-11-26) puts the setter that
-notes the route template (\`src/hooks/routes.ts\`; Express 5's router assigns \`req.route\` twice a request) at
-about 2–3 % of busy time, which is more than two property stores should cost. This is not resolved. The
-request objects stay in V8's fast mode (checked with \`%HasFastProperties\`). A callgrind count of Express
-was still dominated by JIT compilation after 8,000 requests, and a longer warm-up does not fit in this run.
+**Express.** The Express rows swing between runs: 0.98× bare on 2026-11-25, 0.85× and 0.92× in two runs on
+2026-11-26; this run: ${f(r.throughput?.express?.prefork?.ratioToBare)}×. Express 5's hello world costs several times \`node:http\`'s CPU per request
+here, so its windows hold few requests. One cost was real and is fixed. Express swaps each request's
+prototype (\`Object.setPrototypeOf\`), and V8 then pays microseconds for every property added to that object; a
+micro-benchmark here showed ≈ 3 µs per added property. The route capture used to add two properties to each
+request, and a CPU profile of the preloaded Express server (\`node --cpu-prof\`) had its setter at 2.4 % of busy
+time, about 5 µs a request. It now notes \`req.route\` and \`req.baseUrl\` in WeakMaps: 1.0 % in the same profile.
+The same prototype swap is why Express itself is slow here: its own property additions pay the same price.
+A callgrind count of Express was still dominated by JIT compilation after 8,000 requests, and a longer
+warm-up does not fit in this run.
 `;
 }
 
