@@ -81,6 +81,27 @@ export function startNode(args: string[], env: Record<string, string | undefined
   };
 }
 
+/** An app started for a test on two free ports: APP_PORT for the app, PROMETHEUS_METRICS_PORT for /metrics. */
+export interface App { app: Proc; appPort: number; metricsPort: number }
+
+/**
+ * Start `node ...args` with APP_PORT and PROMETHEUS_METRICS_PORT on free ports (metrics bound to
+ * 127.0.0.1) and `env`; resolves once the app printed "listening" (no request is sent, so the app's
+ * counts start at zero).
+ */
+export async function startApp(args: string[], env: Record<string, string | undefined> = {}, what = 'app'): Promise<App> {
+  const appPort = await freePort();
+  const metricsPort = await freePort();
+  const app = startNode(args, {
+    APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1', ...env,
+  });
+  await waitFor(() => {
+    if (app.child.exitCode !== null) throw new Error(`${what} exited ${app.child.exitCode}: ${app.stderr}`);
+    return app.stdout.includes('listening');
+  }, 20_000, `${what} listening (stderr: ${app.stderr})`);
+  return { app, appPort, metricsPort };
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Poll `fn` until it returns a truthy value (or throws no more); fail after `timeoutMs`. */

@@ -1,19 +1,14 @@
 /** The library's reference hooks, called by a server that manages its own process (no preload). */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { FIXTURES, ROOT, freePort, hit, scrape, startNode, total, value, waitFor, type Proc } from './helpers';
+import { FIXTURES, ROOT, hit, scrape, startApp, total, value, waitFor, type Proc } from './helpers';
 
 describe('hooks: on_starting, worker_int, pre_request, post_request', () => {
   let app: Proc;
   let appPort: number;
   let metricsPort: number;
   beforeAll(async () => {
-    appPort = await freePort();
-    metricsPort = await freePort();
-    app = startNode([join(FIXTURES, 'library-hooks.cjs')], {
-      PREFORK_OTEL_LIB: join(ROOT, 'dist/cjs/index.js'), APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(metricsPort),
-    });
-    await waitFor(() => app.stdout.includes('listening'), 20_000, 'listening');
+    ({ app, appPort, metricsPort } = await startApp([join(FIXTURES, 'library-hooks.cjs')], { PREFORK_OTEL_LIB: join(ROOT, 'dist/cjs/index.js') }));
   });
   afterAll(async () => { await app?.stop(); });
 

@@ -6,9 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import {
-  FIXTURES, REGISTER_CJS, REGISTER_ESM, freePort, scrape, select, startNode, waitFor, waitForHttp, type Proc, type Sample,
-} from './helpers';
+import { FIXTURES, REGISTER_CJS, REGISTER_ESM, scrape, select, startApp, waitFor, waitForHttp, type Proc, type Sample } from './helpers';
 import { abortMidResponse, sendAll, type Req } from './http-client';
 
 interface Framework {
@@ -86,13 +84,8 @@ describe.each(FRAMEWORKS)('preload on $name', (fw) => {
   let appPort: number;
   let metricsPort: number;
   beforeAll(async () => {
-    appPort = await freePort();
-    metricsPort = await freePort();
-    app = startNode([fw.preload, fw.preload === '-r' ? REGISTER_CJS : REGISTER_ESM, join(FIXTURES, fw.fixture)], {
-      APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1',
-    });
     // readiness without sending the app a request (every app request is counted)
-    await waitFor(() => app.stdout.includes('listening'), 20_000, `${fw.name} listening (stderr: ${app.stderr})`);
+    ({ app, appPort, metricsPort } = await startApp([fw.preload, fw.preload === '-r' ? REGISTER_CJS : REGISTER_ESM, join(FIXTURES, fw.fixture)], {}, fw.name));
     await waitForHttp(`http://127.0.0.1:${metricsPort}/metrics`);
   });
   afterAll(async () => { await app?.stop(); });

@@ -1,7 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  FIXTURES, REGISTER_CJS, freePort, hit, labelValues, scrape, select, startNode, total, value, waitFor, waitForHttp, type Proc,
-} from './helpers';
+import { FIXTURES, REGISTER_CJS, hit, labelValues, scrape, select, startApp, total, value, waitFor, waitForHttp, type Proc } from './helpers';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 
@@ -10,13 +8,8 @@ describe('preload on a plain node:http server', () => {
   let appPort: number;
   let metricsPort: number;
   beforeAll(async () => {
-    appPort = await freePort();
-    metricsPort = await freePort();
-    app = startNode(['-r', REGISTER_CJS, join(FIXTURES, 'http-app.cjs')], {
-      APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1',
-    });
+    ({ app, appPort, metricsPort } = await startApp(['-r', REGISTER_CJS, join(FIXTURES, 'http-app.cjs')]));
     await waitForHttp(`http://127.0.0.1:${metricsPort}/metrics`);
-    await waitForHttp(`http://127.0.0.1:${appPort}/`);
   });
   afterAll(async () => { await app?.stop(); });
 

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FIXTURES, REGISTER_CJS, ROOT, freePort, hit, startNode, waitFor, type Proc } from './helpers';
+import { FIXTURES, REGISTER_CJS, ROOT, hit, startApp, waitFor, type Proc } from './helpers';
 import { load, startRunner, type Runner } from './runner-helpers';
 import { startPrometheus, type PromServer } from './fixtures/prometheus';
 
@@ -46,19 +46,14 @@ describe('a real Prometheus scraping a preloaded app', () => {
   let prom: PromServer;
 
   beforeAll(async () => {
-    appPort = await freePort();
-    const metricsPort = await freePort();
-    app = startNode(['-r', REGISTER_CJS, join(FIXTURES, 'otlp-app.cjs')], {
-      APP_PORT: String(appPort),
-      PROMETHEUS_METRICS_PORT: String(metricsPort),
-      PROMETHEUS_BIND_ADDRESS: '127.0.0.1',
+    let metricsPort: number;
+    ({ app, appPort, metricsPort } = await startApp(['-r', REGISTER_CJS, join(FIXTURES, 'otlp-app.cjs')], {
       // two buckets make the quantiles exact: fast requests (< 1 s) in the first, the 1.5 s ones in the second
       PREFORK_OTEL_BUCKETS: '1,60',
       PREFORK_OTEL_CPU_INTERVAL: '0.5',
       PREFORK_OTEL_MEMORY_INTERVAL: '0.5',
       MASTER_EVENTS: '1',
-    });
-    await waitFor(() => app.stdout.includes('listening'), 20_000, 'app listening');
+    }));
     prom = await startPrometheus([{ job: 'prefork-otel', target: `127.0.0.1:${metricsPort}` }]);
   });
   afterAll(async () => {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { FIXTURES, REGISTER_CJS, freePort, parseMetrics, scrapeText, select, startNode, waitFor, waitForHttp, type Proc } from './helpers';
+import { FIXTURES, REGISTER_CJS, parseMetrics, scrapeText, select, startApp, waitFor, waitForHttp, type Proc } from './helpers';
 import { abortMidResponse, sendAll, type Req } from './http-client';
 
 /** promtool from the Debian `prometheus` package (.ci/run installs it) */
@@ -59,12 +59,7 @@ describe.each(CASES)('scrape of a Fastify app: $what', (c) => {
   let metricsPort: number;
   let text: string;
   beforeAll(async () => {
-    appPort = await freePort();
-    metricsPort = await freePort();
-    app = startNode(['-r', REGISTER_CJS, join(FIXTURES, 'fastify-app.cjs')], {
-      APP_PORT: String(appPort), PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1', ...c.env,
-    });
-    await waitFor(() => app.stdout.includes('listening'), 20_000, `listening (stderr: ${app.stderr})`);
+    ({ app, appPort, metricsPort } = await startApp(['-r', REGISTER_CJS, join(FIXTURES, 'fastify-app.cjs')], c.env));
     await waitForHttp(`http://127.0.0.1:${metricsPort}/metrics`);
     await sendAll(appPort, TRAFFIC, 2);
     await abortMidResponse(appPort, '/wait/60000');
