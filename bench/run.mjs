@@ -346,7 +346,8 @@ prototype (\`Object.setPrototypeOf\`), and V8 then pays microseconds for every p
 micro-benchmark here showed ≈ 3 µs per added property. The route capture used to add two properties to each
 request, and a CPU profile of the preloaded Express server (\`node --cpu-prof\`) had its setter at 2.4 % of busy
 time, about 5 µs a request. It now notes \`req.route\` and \`req.baseUrl\` in WeakMaps: 1.0 % in the same profile.
-The same prototype swap is why Express itself is slow here: its own property additions pay the same price.
+The same swap is probably also why Express itself is slow here (its own property additions would pay the
+same price); that was not measured on Express itself.
 A callgrind count of Express was still dominated by JIT compilation after 8,000 requests, and a longer
 warm-up does not fit in this run.
 `;
