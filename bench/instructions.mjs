@@ -23,43 +23,15 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const REGISTER = join(ROOT, 'dist/cjs/register.js');
-
-export const LABELS = {
-  bare: 'bare node:http',
-  prefork: 'prefork-otel preload',
-  prom: 'prom-client middleware',
-};
-
-const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+import { APPS, VARIANTS, ensureDebianTool, freePort, has, waitForPort } from './load.mjs';
 
 /** valgrind if present (or installable with apt-get as root); else why not */
 export function valgrindAvailable(log = () => {}) {
-  if (has('valgrind') && has('callgrind_annotate') && has('callgrind_control')) return { ok: true };
-  if (process.getuid?.() === 0 && has('apt-get')) {
-    log('bench: valgrind not found; installing the Debian package (apt-get install -y valgrind) ...');
-    spawnSync('sh', ['-c', 'apt-get install -y valgrind >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y valgrind >/dev/null 2>&1)'], { stdio: 'ignore', timeout: 300_000 });
-    if (has('valgrind')) return { ok: true };
-  }
+  if (ensureDebianTool('callgrind_control', 'valgrind', log, 300_000) && has('callgrind_annotate') && has('valgrind')) return { ok: true };
   return { ok: false, why: 'valgrind (callgrind) is not installed' };
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /**
@@ -89,20 +61,6 @@ function load(agent, port, n, c = 8) {
   });
 }
 
-async function waitListening(port, child, ms) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (child.exitCode !== null) throw new Error(`server exited (${child.exitCode})`);
-    const up = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
-      s.on('error', () => resolve(false));
-    });
-    if (up) return;
-    await sleep(200);
-  }
-  throw new Error('server did not listen in time');
-}
-
 /** Inclusive instruction counts of the dump: total, JIT compilation, garbage collection. */
 export function splitDump(file) {
   const r = spawnSync('callgrind_annotate', ['--inclusive=yes', '--threshold=100', file], { encoding: 'utf8', maxBuffer: 256 * 2 ** 20 });
@@ -128,23 +86,28 @@ export function splitDump(file) {
 }
 
 async function measureOne(variant, { warm, n, dir, app }) {
+  const v = VARIANTS[variant];
   const port = await freePort();
-  const env = { ...process.env, PORT: String(port) };
-  const nodeArgs = ['--single-threaded', ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
-  if (variant === 'prefork') {
-    nodeArgs.push('-r', REGISTER);
-    Object.assign(env, { PROMETHEUS_METRICS_PORT: String(await freePort()), PROMETHEUS_BIND_ADDRESS: '127.0.0.1' });
-  } else if (variant === 'prom') {
-    Object.assign(env, { BENCH_VARIANT: 'prom', BENCH_METRICS_PORT: String(await freePort()) });
-  }
+  const metricsPort = String(await freePort());
+  // the same variants as the throughput part (bench/load.mjs), without its probe
+  const env = { ...process.env, NODE_OPTIONS: '', PORT: String(port), BENCH_METRICS_PORT: metricsPort, ...v.env };
+  if (v.metricsEnv) env[v.metricsEnv] = metricsPort;
+  const nodeArgs = ['--single-threaded', ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...v.preload.flatMap((p) => ['-r', p]), APPS[app]];
   const out = join(dir, `${variant}.%p`);
-  const child = spawn('valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`, '--smc-check=all-non-file', '-q', process.execPath, ...nodeArgs, join(ROOT, `bench/apps/${app}.cjs`)],
+  const child = spawn('valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`, '--smc-check=all-non-file', '-q', process.execPath, ...nodeArgs],
     { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
   try {
-    await waitListening(port, child, 120_000);
+    // valgrind starts node slowly; a server that dies meanwhile fails at once (the loser of the race
+    // is left to settle on its own, its rejection handled)
+    const up = waitForPort(port, 120_000);
+    const died = exited.then((code) => { throw new Error(`server exited (${code})`); });
+    up.catch(() => {});
+    died.catch(() => {});
+    await Promise.race([up, died]);
     if (await load(agent, port, warm) !== warm) throw new Error('warm-up requests failed');
     if (spawnSync('callgrind_control', ['-z', String(child.pid)], { stdio: 'ignore' }).status !== 0) throw new Error('callgrind_control -z failed');
     if (await load(agent, port, n) !== n) throw new Error('measured requests failed');
@@ -156,13 +119,13 @@ async function measureOne(variant, { warm, n, dir, app }) {
     agent.destroy();
   }
   child.kill('SIGTERM');
-  await new Promise((resolve) => child.once('exit', resolve));
+  await exited;
   // the dump made by -d is "<file>.1"; the final one at exit covers only what came after
   const dump = readdirSync(dir).find((f) => f.startsWith(`${variant}.${child.pid}.`));
   if (!dump) throw new Error(`${variant}: no callgrind dump`);
   const s = splitDump(join(dir, dump));
   return {
-    label: LABELS[variant],
+    label: v.label,
     requests: n,
     warmup: warm,
     totalPerRequest: s.total / n,

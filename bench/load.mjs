@@ -54,20 +54,26 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function has(cmd) {
+export function has(cmd) {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * Whether `cmd` is on PATH, after installing the Debian package `pkg` for it when it is missing and
+ * this runs as root with apt-get (`apt-get update` only if the first install fails).
+ */
+export function ensureDebianTool(cmd, pkg, log = console.log, timeoutMs = 180_000) {
+  if (has(cmd)) return true;
+  if (process.getuid?.() !== 0 || !has('apt-get')) return false;
+  log(`bench: ${cmd} not found; installing the Debian package (apt-get install -y ${pkg}) ...`);
+  spawnSync('sh', ['-c', `apt-get install -y ${pkg} >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y ${pkg} >/dev/null 2>&1)`], { stdio: 'ignore', timeout: timeoutMs });
+  return has(cmd);
 }
 
 /** wrk if present (or installable with apt-get as root), else autocannon; `BENCH_LOADGEN` forces one. */
 export function detectLoadGenerator(log = console.log) {
-  const forced = process.env.BENCH_LOADGEN;
-  if (forced === 'autocannon') return 'autocannon';
-  if (has('wrk')) return 'wrk';
-  if (forced !== 'autocannon' && process.getuid?.() === 0 && has('apt-get')) {
-    log('bench: wrk not found; installing the Debian package (apt-get install -y wrk) ...');
-    const r = spawnSync('sh', ['-c', 'apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null 2>&1)'], { stdio: 'ignore', timeout: 180_000 });
-    if (r.status === 0 && has('wrk')) return 'wrk';
-  }
+  if (process.env.BENCH_LOADGEN === 'autocannon') return 'autocannon';
+  if (ensureDebianTool('wrk', 'wrk', log)) return 'wrk';
   log('bench: wrk unavailable; using autocannon (it runs in node and needs more CPU: absolute req/s are lower)');
   return 'autocannon';
 }
