@@ -157,6 +157,11 @@ export class HttpObserver {
         }
       }
     }
+    return this.takeUnslotted(res);
+  }
+
+  /** take() for a request published without its socket */
+  private takeUnslotted(res: Res): number {
     const t0 = this.unslotted.get(res);
     if (t0 === undefined) return -1;
     this.unslotted.delete(res);
@@ -180,9 +185,8 @@ export class HttpObserver {
 
   /** A response's 'close' (a request published without its socket): aborted unless it finished. */
   private onResponseClose(res: Res): void {
-    const t0 = this.unslotted.get(res);
-    if (t0 === undefined) return;
-    this.unslotted.delete(res);
+    const t0 = this.takeUnslotted(res);
+    if (t0 < 0) return;
     this.aborted(res, t0, performance.now());
   }
 
