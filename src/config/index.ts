@@ -1,6 +1,6 @@
 import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
-import { ConfigError, invalid } from './errors';
-import { loadOtelEnv, type OtelEnv, type OtlpProtocol } from './otel';
+import { invalid } from './errors';
+import { loadOtelEnv, type OtelEnv } from './otel';
 import {
   parseBool, parseBuckets, parseEnum, parseHost, parseInteger, parseNumber, parsePath, parsePort,
 } from './parse';
@@ -15,8 +15,11 @@ export const DEFAULT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.0
 export type PortInUsePolicy = 'warn' | 'exit';
 export type RecordingMode = 'fast' | 'otel';
 
-/** The one typed configuration of the exporter side (metrics, endpoint, sampling). */
-export interface ExporterConfig {
+/**
+ * The one typed configuration of the exporter side (metrics, endpoint, sampling), plus the standard
+ * OTel variables (OtelEnv, read by ./otel.ts).
+ */
+export interface ExporterConfig extends OtelEnv {
   /** PROMETHEUS_METRICS_PORT */
   metricsPort: number;
   /** PROMETHEUS_BIND_ADDRESS */
@@ -49,18 +52,6 @@ export interface ExporterConfig {
   recording: RecordingMode;
   /** PREFORK_OTEL_DISABLED */
   disabled: boolean;
-  /** OTEL_METRICS_EXPORTER (comma list of prometheus, otlp, console; `none` → empty). Default: prometheus */
-  exporters: OtelEnv['exporters'];
-  /** OTEL_EXPORTER_OTLP_METRICS_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL (default http/protobuf) */
-  otlpProtocol: OtlpProtocol;
-  /** OTEL_METRIC_EXPORT_INTERVAL (ms) */
-  exportIntervalMs: number;
-  /** OTEL_METRIC_EXPORT_TIMEOUT (ms), at most the interval */
-  exportTimeoutMs: number;
-  /** OTEL_SERVICE_NAME */
-  serviceName: string | undefined;
-  /** OTEL_RESOURCE_ATTRIBUTES (decoded) */
-  resourceAttributes: Record<string, string>;
 }
 
 type Env = Record<string, string | undefined>;
