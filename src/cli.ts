@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { ConfigError, exitOnUserError, loadConfig } from './config';
 import { describeConfig, helpText, loadRunnerConfig } from './config/runner';
 import { Arbiter } from './master/arbiter';
-import { RunnerLog } from './master/logger';
+import { RunnerLog } from './util/logger';
 import { APP_LOAD_ERROR } from './workers/protocol';
 
 function version(): string {

@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError, invalid } from './errors';
 import { parseBool, parseEnum, parseHost, parseInteger, parseNumber, parsePort } from './parse';
-import { HOOK_NAMES, type UserHooks } from '../hooks/server';
+import { HOOK_NAMES, type RawHooks } from './hooks';
 
 type Env = Record<string, string | undefined>;
 
@@ -83,7 +83,7 @@ export interface RunnerConfig extends RunnerSettings {
   /** absolute path of the -c file, when given */
   configFile: string | undefined;
   /** user hooks from the config file (master side; workers load the file again for theirs) */
-  hooks: UserHooks;
+  hooks: RawHooks;
   checkConfig: boolean;
   printConfig: boolean;
 }
@@ -309,8 +309,8 @@ function applyValues(target: RunnerSettings, values: Record<string, unknown>, so
 }
 
 /** Config-file keys → settings and hooks; unknown keys are errors, gunicorn keys without a Node meaning warnings. */
-function applyFile(target: RunnerSettings, file: string, values: Record<string, unknown>, warnings: string[]): UserHooks {
-  const hooks: UserHooks = {};
+function applyFile(target: RunnerSettings, file: string, values: Record<string, unknown>, warnings: string[]): RawHooks {
+  const hooks: RawHooks = {};
   const byFile = new Map(SETTINGS.map((s) => [s.file, s]));
   for (const [key, v] of Object.entries(values)) {
     if ((HOOK_NAMES as readonly string[]).includes(key)) {
@@ -344,7 +344,7 @@ export async function loadRunnerConfig(argv: string[], env: Env = process.env, c
   const warnings: string[] = [];
   const settings = defaults(env);
   const configFileArg = (cli.values.config ?? envArgs?.values.config) as string | undefined;
-  let hooks: UserHooks = {};
+  let hooks: RawHooks = {};
   let configFile: string | undefined;
   if (configFileArg !== undefined) {
     configFile = resolve(cwd, configFileArg);

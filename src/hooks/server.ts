@@ -11,11 +11,11 @@ import { MasterMetrics } from '../metrics/MasterMetrics';
 import type { Metrics } from '../metrics/Metrics';
 import type { RestartReason } from '../metrics/contract';
 
-export const HOOK_NAMES = [
-  'on_starting', 'on_reload', 'when_ready', 'pre_fork', 'post_fork', 'post_worker_init', 'worker_int', 'worker_abort',
-  'pre_exec', 'pre_request', 'post_request', 'child_exit', 'worker_exit', 'nworkers_changed', 'on_exit',
-] as const;
-export type HookName = (typeof HOOK_NAMES)[number];
+import { HOOK_NAMES, type HookName, type RawHooks } from '../config/hooks';
+import type { Logger } from '../util/logger';
+
+export { HOOK_NAMES, type HookName };
+export type { Logger };
 
 /** What hooks see of a worker from the master (gunicorn passes its Worker object). */
 export interface WorkerInfo {
@@ -55,14 +55,6 @@ export interface WorkerApi {
   readonly nr: number;
   alive: boolean;
   log: Logger;
-}
-
-export interface Logger {
-  debug(msg: string): void;
-  info(msg: string): void;
-  warning(msg: string): void;
-  error(msg: string): void;
-  critical(msg: string): void;
 }
 
 type MaybeAsync = void | Promise<void>;
@@ -123,7 +115,11 @@ export const DEFAULT_HOOKS: UserHooks = {
  * does not stop the server (as gunicorn logs and continues).
  */
 export class HookRunner {
-  constructor(readonly user: UserHooks, private readonly log: Logger, private readonly defaults: UserHooks = DEFAULT_HOOKS) {}
+  readonly user: UserHooks;
+  /** `user`: hooks as the config loader found them (RawHooks) or already typed */
+  constructor(user: UserHooks | RawHooks, private readonly log: Logger, private readonly defaults: UserHooks = DEFAULT_HOOKS) {
+    this.user = user as UserHooks;
+  }
 
   async call<K extends keyof UserHooks>(name: K, ...args: Parameters<NonNullable<UserHooks[K]>>): Promise<void> {
     const d = this.defaults[name] as ((...a: unknown[]) => MaybeAsync) | undefined;

@@ -23,7 +23,7 @@ import {
   APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RetireMessage, type WorkerBoot,
 } from '../workers/protocol';
 import { classifyExit, OomKillCounter } from './exit-reason';
-import type { RunnerLog } from './logger';
+import type { RunnerLog } from '../util/logger';
 import { Pidfile } from './pidfile';
 import { bindAll, bindOne, closeAll, type Listener } from './sockets';
 import { WorkerProcess } from './worker-process';

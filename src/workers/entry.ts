@@ -5,7 +5,7 @@
 import { ConfigError, loadConfig } from '../config';
 import { readConfigFile, type WorkerKind } from '../config/runner';
 import { pickHooks } from '../hooks/server';
-import { RunnerLog } from '../master/logger';
+import { RunnerLog } from '../util/logger';
 import type { SocketHandle } from './acceptor';
 import { PrometheusEventletWorker, PrometheusGeventWorker } from './async';
 import { heartbeat, type BaseWorker } from './base';

@@ -19,7 +19,7 @@ import { pickHooks, type WorkerApi } from '../hooks/server';
 import { EndpointPolicy } from '../metrics/labels';
 import { Metrics } from '../metrics/Metrics';
 import { RequestMetricProducer } from '../metrics/producer';
-import { RunnerLog } from '../master/logger';
+import { RunnerLog } from '../util/logger';
 import { Acceptor } from './acceptor';
 import { loadApp } from './app';
 import { APP_LOAD_ERROR, type WorkerBoot } from './protocol';

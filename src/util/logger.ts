@@ -1,6 +1,14 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { LogLevel } from '../config/runner';
-import type { Logger } from '../hooks/server';
+
+/** what every part that logs gets: gunicorn's levels */
+export interface Logger {
+  debug(msg: string): void;
+  info(msg: string): void;
+  warning(msg: string): void;
+  error(msg: string): void;
+  critical(msg: string): void;
+}
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warning: 30, error: 40, critical: 50 };
 
