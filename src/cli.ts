@@ -52,7 +52,7 @@ async function main(argv: string[]): Promise<void> {
   const { config, warnings } = request;
   // a master started by USR2 (and anything it spawns) inherits this: the preload does nothing there (src/register.ts)
   process.env.PREFORK_OTEL_ROLE = 'runner-master';
-  const exporter = loadConfig(process.env, { workers: config.workers });
+  const exporter = loadConfig(process.env, { workers: config.workers, ...(config.metricsWebConfig ? { webConfigFile: config.metricsWebConfig } : {}) });
   if (config.printConfig) {
     process.stdout.write(JSON.stringify({ ...describeConfig(config), exporter }, null, 2) + '\n');
     return;
