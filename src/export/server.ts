@@ -205,6 +205,15 @@ export async function startMetricsServer(o: MetricsServerOptions): Promise<Metri
   // hangs up (Prometheus never does, it scrapes every few seconds).
   if (!o.ref) server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => socket.unref());
   if (!o.ref && tls) server.on('connection', (socket: Socket) => socket.unref());
+  // Node's headersTimeout only starts with a request's first byte: a connection that sends nothing
+  // would hold its slot (and descriptor) forever. It gets the same time to start a request.
+  const requested = new WeakSet<Socket>();
+  server.on('request', (req: IncomingMessage) => requested.add(req.socket));
+  server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+    const timer = setTimeout(() => { if (!requested.has(socket)) socket.destroy(); }, T.headersTimeoutMs);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  });
 
   // certificate rotation without a restart: the files are polled (stat) and everything is loaded
   // again when one changes; a bad new version is reported once and the previous one stays in use
