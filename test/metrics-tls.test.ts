@@ -148,6 +148,10 @@ describe('a preloaded app with a web config: TLS + basic auth, scraped by a real
     expect(gz.body.length).toBeLessThan(plain.body.length / 3);
     const refused = await get(metricsPort, { auth, headers: { 'accept-encoding': 'gzip;q=0, identity' } });
     expect(refused.headers['content-encoding']).toBeUndefined();
+    // OpenMetrics asked for (as Prometheus does first): the serializer writes text format 0.0.4, so that is what is served
+    const om = await get(metricsPort, { auth, headers: { accept: 'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1' } });
+    expect(om.status).toBe(200);
+    expect(om.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
   });
 
   it('certificates are re-read when their files change: the served certificate changes without a restart', async () => {
