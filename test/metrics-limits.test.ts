@@ -83,11 +83,11 @@ describe('the metrics port under a connection flood with ulimit -n 256', () => {
     m.stderr!.on('data', (d) => { stderr += d; });
     process.on('exit', () => m.kill('SIGKILL'));
     const running = async () => select(await scrape(metricsPort), 'gunicorn_worker_state', { state: 'running' }).map((s) => Number(s.labels.worker_id)).sort();
-    const before = await waitFor(async () => {
+    const before: number[] = await waitFor(async () => {
       if (m.exitCode !== null) throw new Error(`runner exited ${m.exitCode}: ${stderr}`);
       const r = await running();
       return r.length === 2 ? r : undefined;
-    }, 30_000, 'two workers running');
+    }, 30_000, 'two workers running') as number[];
     expect(readFileSync(`/proc/${m.pid}/limits`, 'utf8')).toMatch(/Max open files\s+256\s/);
     const baseline = fds(m.pid!);
 

@@ -4,33 +4,19 @@
  * every mode (preload, runner, node:cluster primary, `prefork-otel exporter`), a real Prometheus
  * scraping over https with tls_config and basic_auth, and Node's https client for the failures.
  */
-import { execFileSync } from 'node:child_process';
-import { renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, FIXTURES, REGISTER_CJS, freePort, hit, startApp, startNode, tmpDir, waitFor, type Proc } from './helpers';
+import { CLI, FIXTURES, REGISTER_CJS, freePort, hit, startApp, startNode, waitFor, type Proc } from './helpers';
+import { fingerprintOf, makeCerts, type Certs } from './fixtures/certs';
 import { startPrometheus, type PromServer } from './fixtures/prometheus';
 
-const dir = tmpDir('prefork-otel-tls-');
+let certs: Certs;
+let dir = '';
 const f = (name: string) => join(dir, name);
-const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-
-/** a CA, a server certificate for 127.0.0.1 signed by it (`name`), and a client certificate */
-function makeCerts(): void {
-  ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=prefork-otel test CA');
-  writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  writeFileSync(f('client.ext'), 'subjectAltName=DNS:scraper.example\nextendedKeyUsage=clientAuth\n');
-  for (const name of ['server', 'server2', 'client', 'rogue']) {
-    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
-  }
-  for (const name of ['server', 'server2']) ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', 'server.ext');
-  ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.crt', '-days', '2', '-extfile', 'client.ext');
-  // signed by itself, not by the CA
-  ssl('x509', '-req', '-in', 'rogue.csr', '-signkey', 'rogue.key', '-out', 'rogue.crt', '-days', '2', '-extfile', 'client.ext');
-}
 
 const PASSWORD = 'correct horse battery staple';
 let HASH = '';
@@ -42,7 +28,7 @@ function get(port: number, o: { auth?: string; cert?: string; key?: string; head
   return new Promise((resolve, reject) => {
     const req = request({
       host: '127.0.0.1', port, path: o.path ?? '/metrics', method: o.method ?? 'GET', agent: false,
-      ca: execFileSync('cat', [f('ca.crt')]), cert: o.cert, key: o.key,
+      ca: read(f('ca.crt')), cert: o.cert, key: o.key,
       headers: { ...(o.auth ? { authorization: `Basic ${Buffer.from(o.auth).toString('base64')}` } : {}), ...o.headers },
       timeout: 10_000,
     }, (res) => {
@@ -58,8 +44,7 @@ function get(port: number, o: { auth?: string; cert?: string; key?: string; head
   });
 }
 
-const fingerprintOf = (file: string) => execFileSync('openssl', ['x509', '-in', file, '-noout', '-fingerprint', '-sha256'], { encoding: 'utf8' }).trim().split('=')[1]!;
-const read = (file: string) => execFileSync('cat', [file], { encoding: 'utf8' });
+const read = (file: string) => readFileSync(file, 'utf8');
 const webConfig = (name: string, yaml: string) => {
   writeFileSync(f(name), yaml);
   return f(name);
@@ -67,7 +52,8 @@ const webConfig = (name: string, yaml: string) => {
 const APP = join(FIXTURES, 'http-app.cjs');
 
 beforeAll(() => {
-  makeCerts();
+  certs = makeCerts();
+  dir = certs.dir;
   HASH = bcrypt.hashSync(PASSWORD, 10);
 });
 
