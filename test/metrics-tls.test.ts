@@ -93,6 +93,8 @@ describe('a preloaded app with a web config: TLS + basic auth, scraped by a real
     await waitFor(async () => (await prom.query(`sum(gunicorn_worker_requests_total{job="tls"}) == ${n}`)).length === 1, 30_000, `${n} requests in Prometheus`);
     expect(await prom.scalar('sum(gunicorn_worker_requests_total{job="tls"})')).toBe(n);
     expect(await prom.scalar('up{job="tls"}')).toBe(1);
+    // Prometheus' own scrapes are not app traffic, over https as over http
+    expect(await prom.query('gunicorn_worker_requests_total{endpoint=~"/metrics.*"}')).toEqual([]);
     await waitFor(async () => (await prom.query('up{job=~"wrong-password|no-auth"} == 0')).length === 2, 30_000, 'the two bad jobs down');
     const targets = await (await fetch(`${prom.url}/api/v1/targets`)).json() as { data: { activeTargets: Array<{ labels: { job: string }; lastError: string }> } };
     const errors = Object.fromEntries(targets.data.activeTargets.map((t) => [t.labels.job, t.lastError]));

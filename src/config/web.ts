@@ -4,13 +4,14 @@
  * gunicorn-prometheus-exporter's `PROMETHEUS_SSL_*` variables, validated into one WebConfig.
  *
  * Kept apart from loadConfig because it reads files (only the process that serves the endpoint
- * reads them, never the workers). Every error is one ConfigError line naming the file, the key, the
+ * reads them, never the workers). The `yaml` package is loaded only when a file is parsed: it costs
+ * ~9 MB of RSS, which every worker would pay otherwise. Every error is one ConfigError line naming the file, the key, the
  * value and what is allowed (exit 2).
  */
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { isMap, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
+import type { Node as YamlNode } from 'yaml';
 import { ConfigError } from './errors';
 
 export const CLIENT_AUTH_TYPES = [
@@ -283,7 +284,7 @@ function parseRateLimit(ctx: Ctx, raw: Plain | undefined): WebRateLimit | undefi
 /** Parse exporter-toolkit's YAML text (`file` for messages and relative paths). */
 export function parseWebConfigText(text: string, file: string): WebConfig {
   const ctx = new Ctx(`web config ${file}`, dirname(file));
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  const doc = yaml().parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const at = e.linePos?.[0] ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '';
@@ -302,8 +303,12 @@ export function parseWebConfigText(text: string, file: string): WebConfig {
   };
 }
 
+/** the `yaml` package, loaded at the first parse */
+const yaml = (): typeof import('yaml') => require('yaml') as typeof import('yaml');
+
 /** map keys must be plain strings (a YAML `? [a]: b` would otherwise become "a") */
 function checkScalarKeys(ctx: Ctx, node: YamlNode | null | undefined): void {
+  const { isMap, isScalar, isSeq } = yaml();
   if (isMap(node)) {
     for (const pair of node.items) {
       if (!isScalar(pair.key) || typeof pair.key.value !== 'string') throw ctx.bad('(key)', String(pair.key), 'expected plain string keys');

@@ -10,7 +10,6 @@
  *    bounded (AUTH_CACHE_ENTRIES), the oldest entry going first.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import bcrypt from 'bcryptjs';
 
 /** entries of each cache (verified, rejected) */
 export const AUTH_CACHE_ENTRIES = 100;
@@ -59,7 +58,8 @@ export class BasicAuth {
     if (this.rejected.has(key)) return false;
     const ok = await this.serially(() => {
       this.comparisons++;
-      return bcrypt.compare(password, hash);
+      // loaded at the first comparison: only a process that checks passwords pays for the module
+      return (require('bcryptjs') as typeof import('bcryptjs')).compare(password, hash);
     });
     if (ok && known !== undefined) {
       const list = this.verified.get(user) ?? [];
