@@ -8,7 +8,7 @@
  * ~9 MB of RSS, which every worker would pay otherwise. Every error is one ConfigError line naming the file, the key, the
  * value and what is allowed (exit 2).
  */
-import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import type { SecureContextOptions } from 'node:tls';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Node as YamlNode } from 'yaml';
@@ -395,7 +395,7 @@ export function secureContextOptions(cfg: WebConfig): SecureContextOptions {
   if (t.ciphers) opts.ciphers = t.ciphers;
   if (t.ecdhCurve) opts.ecdhCurve = t.ecdhCurve;
   try {
-    createSecureContext(opts);
+    (require('node:tls') as typeof import('node:tls')).createSecureContext(opts);
   } catch (e) {
     const files = [t.cert, t.key, ...t.clientCa].map((s) => ('file' in s ? s.file : '(inline PEM)')).join(', ');
     throw new ConfigError(`prefork-otel: invalid ${cfg.origin}: TLS material ${files}: ${(e as Error).message.split('\n')[0]}: expected a PEM certificate, its matching PEM private key (unencrypted) and PEM CA certificates`);

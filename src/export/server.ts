@@ -1,9 +1,8 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { gzip } from 'node:zlib';
 import { ConfigError, METRICS_MAX_CONNECTIONS, loadWebConfig, secureContextOptions, type WebConfig, type WebSources } from '../config';
 import { BasicAuth } from './basic-auth';
 import { PROMETHEUS_CONTENT_TYPE } from './serializer';
@@ -52,6 +51,11 @@ export const METRICS_SERVER_TIMEOUTS = {
 export const WEB_CONFIG_POLL_MS = 1_000;
 /** gzip level of a compressed scrape (see docs/configuration.md and bench/scrape-gzip.mjs) */
 export const GZIP_LEVEL = 1;
+
+// node:https (with node:tls) and node:zlib are loaded by the process that serves the endpoint, when it
+// needs them: this module is also loaded by every worker (hooks/http reads ownServers), ~1 MB of RSS each
+const https = () => require('node:https') as typeof import('node:https');
+const zlib = () => require('node:zlib') as typeof import('node:zlib');
 
 /** Servers of ours: the request observer ignores their requests (a scrape is not app traffic). */
 export const ownServers = new WeakSet<object>();
@@ -157,7 +161,7 @@ export async function startMetricsServer(o: MetricsServerOptions): Promise<Metri
         return;
       }
       // compressed on libuv's thread pool, off the event loop
-      gzip(text, { level: GZIP_LEVEL }, (err, body) => {
+      zlib().gzip(text, { level: GZIP_LEVEL }, (err, body) => {
         if (err) return failed(err);
         res.writeHead(200, {
           'content-type': PROMETHEUS_CONTENT_TYPE, 'content-encoding': 'gzip', 'content-length': body.length, vary: 'Accept-Encoding',
@@ -175,7 +179,7 @@ export async function startMetricsServer(o: MetricsServerOptions): Promise<Metri
     connectionsCheckingInterval: T.checkIntervalMs,
   };
   const server: Server = tls
-    ? createHttpsServer({
+    ? https().createServer({
       ...common,
       ...secureContextOptions(first!),
       handshakeTimeout: T.handshakeTimeoutMs,
