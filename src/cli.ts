@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, exitOnUserError, loadConfig } from './config';
+import { ConfigError, exitOnUserError, loadConfig, loadWebConfig } from './config';
 import { describeConfig, helpText, loadRunnerConfig } from './config/runner';
 import { Arbiter } from './master/arbiter';
 import { RunnerLog } from './util/logger';
@@ -59,6 +59,7 @@ async function main(argv: string[]): Promise<void> {
   }
   const cwd = process.cwd();
   if (config.chdir) process.chdir(config.chdir);
+  if (config.checkConfig) loadWebConfig(exporter); // the metrics endpoint's web config: one line, exit 2
   if (config.checkConfig) await checkApp(request);
   const log = new RunnerLog(config.logLevel, config.errorLog);
   for (const w of warnings) log.warning(w);

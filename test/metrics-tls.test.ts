@@ -161,6 +161,13 @@ describe('a preloaded app with a web config: TLS + basic auth, scraped by a real
     expect(r.fingerprint).toBe(want);
     writeFileSync(f('server.key'), read(f('server2.key')));
   });
+
+  it('a change of basic_auth_users in the file applies without a restart', async () => {
+    writeFileSync(config, read(config).replace(/^  alice: .*$/m, `  bob: ${HASH}`));
+    await waitFor(async () => (await get(metricsPort, { auth: `bob:${PASSWORD}` })).status === 200, 15_000, 'bob let in');
+    expect((await get(metricsPort, { auth: `alice:${PASSWORD}` })).status).toBe(401);
+    expect(app.child.exitCode).toBeNull();
+  });
 });
 
 describe('client certificates', () => {
@@ -301,6 +308,17 @@ describe('a bad web config: one line naming the file, key and value, exit 2, in 
       expect(lines[0]).not.toMatch(/^\s+at /m);
     }
   }, 60_000);
+
+  it('the runner\'s --check-config checks the web config too', async () => {
+    const file = webConfig('check.yml', 'basic_auth_users:\n  alice: plaintext\n');
+    const p = startNode([CLI, '--check-config', '--metrics-web-config', file, join(FIXTURES, 'runner-http.cjs')]);
+    const { code } = await p.exited;
+    expect(code, p.stderr).toBe(2);
+    expect(p.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^prefork-otel: invalid web config .*check\.yml: basic_auth_users\.alice="plaintext": expected a bcrypt hash/)]);
+    const good = webConfig('check-good.yml', `basic_auth_users:\n  alice: ${HASH}\n`);
+    const ok = startNode([CLI, '--check-config', '--metrics-web-config', good, join(FIXTURES, 'runner-http.cjs')]);
+    expect((await ok.exited).code, ok.stderr).toBe(0);
+  });
 
   it('PROMETHEUS_SSL_CERTFILE without a key, and TLS set in two places', async () => {
     const both = webConfig('both.yml', `tls_server_config:\n  cert_file: ${f('server.crt')}\n  key_file: ${f('server.key')}\n`);

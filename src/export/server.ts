@@ -193,11 +193,14 @@ export async function startMetricsServer(o: MetricsServerOptions): Promise<Metri
   if (tls) {
     // the client-certificate policies Node's two switches do not express by themselves
     server.on('secureConnection', (socket: TLSSocket) => {
-      const t = state.web?.tls ?? tls;
+      // the policy stays the one the server started with (a change needs a restart: said on reload);
+      // the allowed SANs follow the current file
+      const policy = tls.clientAuthType;
+      const sans = state.web?.tls ? state.web.tls.clientAllowedSans : tls.clientAllowedSans;
       const given = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
-      if ((t.clientAuthType === 'RequireAnyClientCert' && !given)
-        || (t.clientAuthType === 'VerifyClientCertIfGiven' && given && !socket.authorized)
-        || (t.clientAllowedSans && !(given && sanMatches(socket, t.clientAllowedSans)))) {
+      if ((policy === 'RequireAnyClientCert' && !given)
+        || (policy === 'VerifyClientCertIfGiven' && given && !socket.authorized)
+        || (sans && !(given && sanMatches(socket, sans)))) {
         socket.destroy();
       }
     });
