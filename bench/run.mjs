@@ -3,7 +3,7 @@
 //
 //   node bench/run.mjs            full run (about 8 minutes on 2 cores)
 //   node bench/run.mjs --quick    short runs, for trying the harness (figures are not meaningful)
-//   --only=micro,load,toggle,instructions,cluster,memory,scrape,e2e   run a subset (docs/benchmarks.md is then not rewritten)
+//   --only=micro,load,toggle,instructions,cluster,memory,scrape,e2e,gzip   run a subset (docs/benchmarks.md is then not rewritten)
 //   --no-pin                      do not pin server / load generator to CPUs 0 / 1 with taskset
 //   --render                      only rewrite docs/benchmarks.md from bench/results.json
 //   BENCH_LOADGEN=autocannon      force the autocannon fallback instead of wrk
@@ -123,6 +123,10 @@ if (want('e2e')) {
   log(`— end-to-end scrape, ${P.e2eWorkers} workers: node:cluster + preload (the primary aggregates over IPC)${runnerAvailable() ? ' and the runner' : ''} —`);
   results.e2eScrape = [await runE2eScrape(gen, { variant: 'clusterPreload', workers: P.e2eWorkers, labelSets: 55, scrapes: P.e2eScrapes, log })];
   if (runnerAvailable()) results.e2eScrape.push(await runE2eScrape(gen, { variant: 'runner', workers: P.e2eWorkers, labelSets: 55, scrapes: P.e2eScrapes, log }));
+}
+if (want('gzip') && runnerAvailable()) {
+  log('— gzip on the metrics endpoint: a 16-worker runner scrape, identity vs gzip (bench/scrape-gzip.mjs) —');
+  results.scrapeGzip = await (await import('./scrape-gzip.mjs')).runScrapeGzip({ quick, log });
 }
 meta.loadAverageAtEnd = os.loadavg().map((x) => +x.toFixed(2));
 meta.seconds = Math.round((performance.now() - started) / 1000);

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, exitOnUserError, loadConfig } from './config';
+import { ConfigError, exitOnUserError, loadConfig, loadWebConfig } from './config';
 import { describeConfig, helpText, loadRunnerConfig } from './config/runner';
 import { Arbiter } from './master/arbiter';
 import { RunnerLog } from './util/logger';
@@ -52,13 +52,14 @@ async function main(argv: string[]): Promise<void> {
   const { config, warnings } = request;
   // a master started by USR2 (and anything it spawns) inherits this: the preload does nothing there (src/register.ts)
   process.env.PREFORK_OTEL_ROLE = 'runner-master';
-  const exporter = loadConfig(process.env, { workers: config.workers });
+  const exporter = loadConfig(process.env, { workers: config.workers, ...(config.metricsWebConfig ? { webConfigFile: config.metricsWebConfig } : {}) });
   if (config.printConfig) {
     process.stdout.write(JSON.stringify({ ...describeConfig(config), exporter }, null, 2) + '\n');
     return;
   }
   const cwd = process.cwd();
   if (config.chdir) process.chdir(config.chdir);
+  if (config.checkConfig) loadWebConfig(exporter); // the metrics endpoint's web config: one line, exit 2
   if (config.checkConfig) await checkApp(request);
   const log = new RunnerLog(config.logLevel, config.errorLog);
   for (const w of warnings) log.warning(w);

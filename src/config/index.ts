@@ -1,6 +1,7 @@
 import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import { invalid } from './errors';
 import { loadOtelEnv, type OtelEnv } from './otel';
+import { METRICS_MAX_CONNECTIONS, type WebSources } from './web';
 import {
   parseBool, parseBuckets, parseEnum, parseHost, parseInteger, parseNumber, parsePath, parsePort,
 } from './parse';
@@ -8,6 +9,7 @@ import {
 export { ConfigError, invalid, exitOnUserError } from './errors';
 export * from './parse';
 export { loadOtelEnv, type MetricsExporterName, type OtlpProtocol, type OtelEnv } from './otel';
+export { METRICS_MAX_CONNECTIONS, hasWebConfig, loadWebConfig, secureContextOptions, type WebConfig, type WebSources, type WebTls } from './web';
 
 /** Prometheus' client default buckets, in seconds (the reference's histogram is in seconds). */
 export const DEFAULT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
@@ -19,7 +21,7 @@ export type RecordingMode = 'fast' | 'otel';
  * The one typed configuration of the exporter side (metrics, endpoint, sampling), plus the standard
  * OTel variables (OtelEnv, read by ./otel.ts).
  */
-export interface ExporterConfig extends OtelEnv {
+export interface ExporterConfig extends OtelEnv, WebSources {
   /** PROMETHEUS_METRICS_PORT */
   metricsPort: number;
   /** PROMETHEUS_BIND_ADDRESS */
@@ -52,6 +54,8 @@ export interface ExporterConfig extends OtelEnv {
   recording: RecordingMode;
   /** PREFORK_OTEL_DISABLED */
   disabled: boolean;
+  /** PREFORK_OTEL_METRICS_MAX_CONNECTIONS */
+  metricsMaxConnections: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -93,6 +97,16 @@ export function loadConfig(env: Env = process.env, overrides: Partial<ExporterCo
     targetInfo: has(env, 'PREFORK_OTEL_TARGET_INFO') ? parseBool('PREFORK_OTEL_TARGET_INFO', env.PREFORK_OTEL_TARGET_INFO) : true,
     recording: has(env, 'PREFORK_OTEL_RECORDING') ? parseEnum('PREFORK_OTEL_RECORDING', env.PREFORK_OTEL_RECORDING, ['fast', 'otel'] as const) : 'fast',
     disabled: has(env, 'PREFORK_OTEL_DISABLED') ? parseBool('PREFORK_OTEL_DISABLED', env.PREFORK_OTEL_DISABLED) : false,
+    // the metrics endpoint's TLS and basic auth: only names here; ./web.ts reads the files where the endpoint starts
+    webConfigFile: has(env, 'PROMETHEUS_WEB_CONFIG_FILE') ? String(env.PROMETHEUS_WEB_CONFIG_FILE) : undefined,
+    sslCertFile: has(env, 'PROMETHEUS_SSL_CERTFILE') ? String(env.PROMETHEUS_SSL_CERTFILE) : undefined,
+    sslKeyFile: has(env, 'PROMETHEUS_SSL_KEYFILE') ? String(env.PROMETHEUS_SSL_KEYFILE) : undefined,
+    sslClientCaFile: has(env, 'PROMETHEUS_SSL_CLIENT_CAFILE') ? String(env.PROMETHEUS_SSL_CLIENT_CAFILE) : undefined,
+    sslClientCaPath: has(env, 'PROMETHEUS_SSL_CLIENT_CAPATH') ? String(env.PROMETHEUS_SSL_CLIENT_CAPATH) : undefined,
+    metricsMaxConnections: has(env, 'PREFORK_OTEL_METRICS_MAX_CONNECTIONS')
+      ? parseInteger('PREFORK_OTEL_METRICS_MAX_CONNECTIONS', env.PREFORK_OTEL_METRICS_MAX_CONNECTIONS, 1, 65535) : METRICS_MAX_CONNECTIONS,
+    sslClientAuthRequired: has(env, 'PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED')
+      ? parseBool('PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED', env.PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED) : false,
     ...otel,
     ...overrides,
   };

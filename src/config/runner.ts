@@ -76,6 +76,8 @@ export interface RunnerSettings {
   /** KEY=VALUE pairs put in the workers' environment */
   rawEnv: Record<string, string>;
   chdir: string | undefined;
+  /** the metrics endpoint's web config (exporter-toolkit YAML: TLS, basic auth); over PROMETHEUS_WEB_CONFIG_FILE */
+  metricsWebConfig: string | undefined;
 }
 
 export interface RunnerConfig extends RunnerSettings {
@@ -214,6 +216,7 @@ export const SETTINGS: Setting[] = [
       return dir;
     },
   },
+  { key: 'metricsWebConfig', file: 'metrics_web_config', long: 'metrics-web-config', meta: 'FILE', help: 'TLS and basic auth for the metrics endpoint: a Prometheus web config file (docs/configuration.md) [PROMETHEUS_WEB_CONFIG_FILE]', dflt: () => undefined, parse: (s, r) => resolve(str(s, r)) },
 ];
 
 /** gunicorn settings that have no meaning for Node processes: accepted in a config file with a warning. */

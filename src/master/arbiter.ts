@@ -123,7 +123,7 @@ export class Arbiter implements ServerApi {
     this.log.info(`Starting prefork-otel ${this.version}`);
     for (const l of this.listeners) this.log.info(`Listening at: ${l.url} (${this.pid})`);
     this.log.info(`Using worker: ${this.cfg.workerClass} (${WORKER_CLASS_NAMES[this.cfg.workerClass]})`);
-    if (this.metricsServer) this.log.info(`Metrics at: http://${this.exporter.bindAddress}:${this.metricsServer.port}${this.exporter.metricsPath}`);
+    if (this.metricsServer) this.log.info(`Metrics at: ${this.metricsServer.scheme}://${this.exporter.bindAddress}:${this.metricsServer.port}${this.exporter.metricsPath}`);
     this.initSignals();
     await this.hooks.call('when_ready', this);
     const tickMs = Math.min(1000, beatPeriodMs(this.cfg.timeout));
@@ -150,7 +150,7 @@ export class Arbiter implements ServerApi {
     const e = this.exporter;
     if (e.disabled || !e.exporters.includes('prometheus')) return;
     const open = () => startMetricsServer({
-      host: e.bindAddress, port: e.metricsPort, path: e.metricsPath, ref: true,
+      host: e.bindAddress, port: e.metricsPort, path: e.metricsPath, ref: true, web: e,
       gather: async () => serializePrometheus(await this.aggregator.gather(await this.telemetry.collect(), this.sources()), e),
     });
     const oldMaster = Number(process.env[OLD_MASTER_ENV] ?? 0);
@@ -166,7 +166,7 @@ export class Arbiter implements ServerApi {
         open().then((s) => {
           clearInterval(retry);
           this.metricsServer = s;
-          this.log.info(`Metrics at: http://${e.bindAddress}:${s.port}${e.metricsPath}`);
+          this.log.info(`Metrics at: ${s.scheme}://${e.bindAddress}:${s.port}${e.metricsPath}`);
         }, () => undefined);
       }, 1000);
     }

@@ -89,7 +89,7 @@ export async function runExporter(argv: string[]): Promise<void> {
     const resource = processResource(config);
     const reader = new MultiprocReader(o.dir);
     server = await startMetricsServer({
-      host: o.host, port: o.port, path: o.path, ref: true,
+      host: o.host, port: o.port, path: o.path, ref: true, web: config,
       gather: () => reader.scrape(resource, config),
     });
   } catch (e) {
@@ -98,5 +98,5 @@ export async function runExporter(argv: string[]): Promise<void> {
   const stop = () => void server.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
-  process.stdout.write(`prefork-otel exporter: serving ${o.dir} on http://${o.host}:${server.port}${o.path}\n`);
+  process.stdout.write(`prefork-otel exporter: serving ${o.dir} on ${server.scheme}://${o.host}:${server.port}${o.path}\n`);
 }

@@ -13,7 +13,7 @@
  * A preloaded process that forks node:cluster workers becomes their master (see PrimaryWatch): its
  * file carries the restarts it observed instead of worker series of its own.
  */
-import { ConfigError, ensureWritableDir, type ExporterConfig } from '../config';
+import { ConfigError, ensureWritableDir, exitOnUserError, type ExporterConfig } from '../config';
 import { MultiprocReader, MultiprocWriter } from '../export/multiproc';
 import { serializePrometheus } from '../export/serializer';
 import { startMetricsServer } from '../export/server';
@@ -39,7 +39,8 @@ export function startMultiproc(config: ExporterConfig): void {
     return serializePrometheus({ resource: local.resource, scopeMetrics: await reader.union() }, config);
   };
   const attempt = () => {
-    startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather }).catch((e: unknown) => {
+    startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather, web: config }).catch((e: unknown) => {
+      if (e instanceof ConfigError && e.exitCode === 2) exitOnUserError(e); // a bad web config: one line, exit 2
       if (e instanceof ConfigError && e.message.includes('EADDRINUSE')) {
         setTimeout(attempt, config.snapshotIntervalMs).unref();
         return;

@@ -26,7 +26,7 @@ export function processRuntime(config: ExporterConfig): WorkerRuntime {
  */
 export async function serveMetricsEndpoint(config: ExporterConfig, gather: () => Promise<string>): Promise<MetricsServer | undefined> {
   try {
-    return await startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather });
+    return await startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather, web: config });
   } catch (e) {
     // only a port in use is survivable: a bind address that is not this machine's or a privileged port is
     // a configuration mistake, fatal like any other bad value
