@@ -16,6 +16,7 @@ import { cpSync, existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } 
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import bcrypt from 'bcryptjs';
+import { parseWebConfigText } from '../src/config/web';
 import { ROOT, freePort, hit, parseMetrics, scrapeText, select, tmpDir, total, waitFor, type Sample } from './helpers';
 
 const EXAMPLES = join(ROOT, 'examples');
@@ -270,6 +271,15 @@ describe('examples/kubernetes (no cluster here: the manifests are parsed and che
     expect(bcrypt.compareSync(scraper.stringData.password, web.basic_auth_users[user])).toBe(true);
     const sm = docs.servicemonitor![0].spec.endpoints[0];
     expect(sm.basicAuth.username.name).toBe(scraper.metadata.name);
+    // and the package's own loader takes it, with a certificate where the Secret would mount one
+    const tls = tmpDir('prefork-otel-k8s-tls-');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=shop.default.svc',
+      '-keyout', join(tls, 'tls.key'), '-out', join(tls, 'tls.crt')], { stdio: 'ignore' });
+    const text = webSecret.stringData['web-config.yml'].replaceAll(`${mount}/tls/`, `${tls}/`);
+    const loaded = parseWebConfigText(text, join(tls, 'web-config.yml'));
+    expect(loaded.tls).toBeDefined();
+    expect([...loaded.users.keys()]).toEqual([user]);
+    rmSync(tls, { recursive: true, force: true });
   });
 
   it('the container\'s runner arguments run for real', async () => {
