@@ -263,7 +263,8 @@ export function parseAppSpec(raw: string, cwd = process.cwd()): AppSpec {
   if (!m || m[1] === undefined) throw invalid('APP', raw, 'expected MODULE[:EXPORT] or MODULE:FACTORY() (e.g. app.js, app.mjs:app, app.js:createApp())');
   const path = isAbsolute(m[1]) ? m[1] : resolve(cwd, m[1]);
   if (!existsSync(path) || !statSync(path).isFile()) {
-    throw new ConfigError(`prefork-otel: APP module not found: ${JSON.stringify(m[1])} (looked for ${path}): expected a .js, .cjs or .mjs file`);
+    // exit 3: gunicorn's WORKER_BOOT_ERROR, what gunicorn exits with for a module it cannot import
+    throw new ConfigError(`prefork-otel: APP module not found: ${JSON.stringify(m[1])} (looked for ${path}): expected a .js, .cjs or .mjs file`, 3);
   }
   return { raw, path, exportName: m[2], call: m[3] !== undefined };
 }
