@@ -15,8 +15,8 @@ export interface Runner {
   stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export async function startRunner(args: string[], opts: { workers: number; env?: Record<string, string> }): Promise<Runner> {
-  const port = await freePort();
+export async function startRunner(args: string[], opts: { workers: number; env?: Record<string, string>; port?: number }): Promise<Runner> {
+  const port = opts.port ?? await freePort();
   const metricsPort = await freePort();
   const proc = startNode([CLI, '-b', `127.0.0.1:${port}`, ...args], {
     PROMETHEUS_METRICS_PORT: String(metricsPort),

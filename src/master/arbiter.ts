@@ -475,9 +475,11 @@ export class Arbiter implements ServerApi {
     if (this.cfg.timeout <= 0) return;
     const now = Date.now();
     const limit = this.cfg.timeout * 1000 + murderGraceMs(this.cfg.timeout, this.cfg.abortOnTimeout);
+    // busySince is as old as the last beat: a request that ended since is forgiven one beat period
+    const busyLimit = Math.max(limit, this.cfg.timeout * 1000 + beatPeriodMs(this.cfg.timeout));
     for (const w of this.workers.values()) {
-      const since = w.busySince !== undefined ? Math.min(w.busySince, w.lastBeat) : w.lastBeat;
-      if (w.phase === 'leaving' || !w.alive || now - since <= limit) continue;
+      if (w.phase === 'leaving' || !w.alive) continue;
+      if (now - w.lastBeat <= limit && (w.busySince === undefined || now - w.busySince <= busyLimit)) continue;
       this.workerTimedOut(w);
       // gunicorn runs worker_abort in the worker on SIGABRT; a Node worker whose event loop is
       // blocked cannot run JavaScript, so the hook runs here, before the kill

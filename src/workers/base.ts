@@ -42,8 +42,10 @@ export function toMaster(message: object): Promise<void> {
 export const heartbeat = {
   /** Date.now() of the stalest event loop of the process (gthread: the threads' too) */
   source: (): number => Date.now(),
+  /** Date.now() when the request in progress started (set by the sync class: BeatMessage.busySince) */
+  busySince: (): number | undefined => undefined,
   start(ms: number): void {
-    const beat = () => void toMaster({ [TAG]: 'beat', tick: heartbeat.source() });
+    const beat = () => void toMaster({ [TAG]: 'beat', tick: heartbeat.source(), busySince: heartbeat.busySince() });
     beat();
     setInterval(beat, ms).unref();
   },
