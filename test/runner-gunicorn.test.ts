@@ -10,7 +10,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { CLI, FIXTURES, freePort, ROOT, tmpDir, total, value, waitFor } from './helpers';
-import { startRunner, type Runner } from './runner-helpers';
+import { logLines, startRunner, type Runner } from './runner-helpers';
 
 const PYTHON = '/usr/bin/python3';
 const APP = join(FIXTURES, 'runner-http.cjs');
@@ -63,10 +63,6 @@ function runner(args: string[], env: Record<string, string> = {}): Server2 {
   return launch(process.execPath, [CLI, ...args], ROOT, { PROMETHEUS_METRICS_PORT: '0', PROMETHEUS_BIND_ADDRESS: '127.0.0.1', ...env });
 }
 
-/** `[2026-… +0000] [1234] [INFO] msg` → { pid: '1234', level: 'INFO', msg } */
-function logLines(out: string): Array<{ pid: string; level: string; msg: string }> {
-  return [...out.matchAll(/^\[[^\]]+\] \[(\d+)\] \[([A-Z]+)\] (.*)$/gm)].map((m) => ({ pid: m[1]!, level: m[2]!, msg: m[3]! }));
-}
 
 /** the process's children (its workers) */
 function children(pid: number): string[] {

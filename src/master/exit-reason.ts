@@ -52,13 +52,15 @@ export class OomKillCounter {
  *  - SIGKILL while the cgroup's OOM-kill count rose (`oomRose`): `oom` (the kernel's OOM killer); else `signal`
  *  - SIGABRT (or exit code 134): `oom` — V8 aborts the process when the JavaScript heap limit is reached
  *    ("JavaScript heap out of memory"), unless the worker runs with --abort-on-uncaught-exception
- *    (`abortOnUncaught`), where an abort is an uncaught exception: `signal`
+ *    (`abortOnUncaught`), where an abort is how an uncaught exception ends it: `crash` (so is SIGTRAP
+ *    then, which is how V8 builds for x64 abort: an `int3`)
  *  - any other signal: `signal`
  *  - an exit code: `crash` (an uncaught exception exits 1)
  */
 export function classifyExit(code: number | null, signal: string | null, oomRose: boolean, abortOnUncaught = false): RestartReason {
   if (signal === 'SIGKILL') return oomRose ? 'oom' : 'signal';
-  if (signal === 'SIGABRT' || (!signal && code === 134)) return abortOnUncaught ? 'signal' : 'oom';
+  if (abortOnUncaught && (signal === 'SIGABRT' || signal === 'SIGTRAP' || (!signal && (code === 134 || code === 133)))) return 'crash';
+  if (signal === 'SIGABRT' || (!signal && code === 134)) return 'oom';
   if (signal) return 'signal';
   return 'crash';
 }
