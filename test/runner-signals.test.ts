@@ -121,6 +121,7 @@ describe('prefork-otel -w 2 --timeout 3: signals, restarts, timeouts', () => {
     expect(value(s, 'gunicorn_worker_error_handling_total', failed)).toBe(1);
     // gunicorn's line, logged by the master (under its pid), as gunicorn's murder_workers does
     expect(logLines(r.proc.stderr)).toContainEqual({ pid: String(r.proc.child.pid), level: 'CRITICAL', msg: `WORKER TIMEOUT (pid:${killed[0]})` });
+    expect(r.proc.stderr.split('\n').filter((l) => l.includes('WORKER TIMEOUT'))).toHaveLength(1);
     await r.waitRunning(2, [killed[0]!]);
     expect(total(await r.scrape(), 'gunicorn_worker_requests_total')).toBe(sent);
   });

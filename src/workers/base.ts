@@ -130,7 +130,8 @@ export abstract class BaseWorker implements WorkerApi {
     if (this.aborted) return;
     this.aborted = true;
     this.alive = false;
-    this.log.critical(`WORKER TIMEOUT (pid:${this.pid}): event loop blocked for more than ${this.boot.timeout}s; aborting`);
+    // the master logs gunicorn's `WORKER TIMEOUT (pid:N)` (under its own pid) when it hears of this
+    this.log.critical(`event loop blocked for more than ${this.boot.timeout}s; aborting`);
     const send = (m: object) => { try { process.send?.(m); } catch { /* the master is gone */ } };
     send({ [TAG]: 'retire', reason: 'timeout' });
     const metrics = this.runtime.metrics;
