@@ -397,7 +397,7 @@ export function helpText(version: string): string {
     '  -h, --help                     print this help and exit',
     '',
     'signals (master): HUP reload workers, TTIN +1 worker, TTOU -1 worker, TERM graceful stop, INT/QUIT fast stop,',
-    '                  USR1 reopen log file, USR2 upgrade (re-exec), WINCH stop workers, keep the master',
+    '                  USR1 reopen log file, USR2 upgrade (re-exec), WINCH ignored (as gunicorn, not daemonized)',
     'metrics: http://$PROMETHEUS_BIND_ADDRESS:$PROMETHEUS_METRICS_PORT/metrics (default 0.0.0.0:9091), all workers aggregated',
     'environment: GUNICORN_CMD_ARGS, GUNICORN_WORKERS, WEB_CONCURRENCY, PORT, and the exporter variables (docs/configuration.md)',
     'docs: docs/runner.md',
