@@ -3,11 +3,10 @@ import { Session } from 'node:inspector';
 import { workerData } from 'node:worker_threads';
 import type { WatchdogData } from './watchdog';
 
-const { tick: buffer, timeoutMs, pollMs } = workerData as WatchdogData;
+const { tick: buffer, timeoutMs, pollMs, ppid: parent } = workerData as WatchdogData;
 const tick = new Float64Array(buffer);
 let fired = false;
-/** the master; a worker whose master is gone (killed with SIGKILL) and whose loop is blocked ends here */
-const parent = process.ppid;
+/** a worker whose master (`parent`) is gone (killed with SIGKILL) and whose loop is blocked ends here */
 const ORPHAN_STALL_MS = Math.max(1000, pollMs * 10);
 
 setInterval(() => {
