@@ -47,7 +47,6 @@ describe('user errors: one line, no stack, exit 2', () => {
     [['--threads', '2.5', HTTP_APP], /^prefork-otel: invalid --threads="2.5"/],
     [['-w'], /^prefork-otel: option -w, --workers <value> in the command line needs a value/],
     [[], /^prefork-otel: missing APP: usage: prefork-otel \[OPTIONS\] APP/],
-    [['nope/missing-app.js'], /^prefork-otel: APP module not found: "nope\/missing-app.js"/],
     [[HTTP_APP, HTTP_APP], /^prefork-otel: invalid APP=/],
     [['-c', 'nope.js', HTTP_APP], /^prefork-otel: config file not found: "nope.js"/],
     [['-e', 'NOEQUALS', HTTP_APP], /^prefork-otel: invalid --env="NOEQUALS": expected KEY=VALUE$/],
@@ -57,6 +56,12 @@ describe('user errors: one line, no stack, exit 2', () => {
     expect(r.stderr.trimEnd()).toMatch(message);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(r.code).toBe(2);
+  });
+
+  it('a missing APP file: one line, exit 3 (gunicorn\'s WORKER_BOOT_ERROR for a module it cannot import)', () => {
+    const r = run(['nope/missing-app.js']);
+    expect(r.stderr).toMatch(/^prefork-otel: APP module not found: "nope\/missing-app.js" \(looked for .*\): expected a \.js, \.cjs or \.mjs file\n$/);
+    expect(r.code).toBe(3);
   });
 
   it('a bad environment value and a bad config-file value name their source', () => {
@@ -74,12 +79,17 @@ describe('user errors: one line, no stack, exit 2', () => {
     expect(file.code).toBe(2);
   });
 
-  it('an address in use: one line, exit 1 (the app socket, and the metrics port)', async () => {
+  it('an address in use: tried 5 times 1 s apart with gunicorn\'s lines, then one line, exit 1 (the app socket); the metrics port: one line', async () => {
     const port = await freePort();
     const busy = await listening(port);
     try {
       const r = run(['-b', `127.0.0.1:${port}`, HTTP_APP]);
-      expect(r.stderr).toBe(`prefork-otel: connection in use: --bind 127.0.0.1:${port} (EADDRINUSE): stop the other server or choose another address\n`);
+      const lines = r.stderr.trimEnd().split('\n').map((l) => l.replace(/^\[[^\]]+\] \[\d+\] /, ''));
+      expect(lines).toEqual([
+        ...Array.from({ length: 5 }, () => [`[ERROR] Connection in use: ('127.0.0.1', ${port})`, '[ERROR] Retrying in 1 second.']).flat(),
+        `[ERROR] Can't connect to ('127.0.0.1', ${port})`,
+        `prefork-otel: connection in use: --bind 127.0.0.1:${port} (EADDRINUSE): stop the other server or choose another address`,
+      ]);
       expect(r.code).toBe(1);
       const m = run(['-b', `127.0.0.1:${await freePort()}`, HTTP_APP], { PROMETHEUS_METRICS_PORT: String(port) });
       expect(m.stderr).toMatch(/^prefork-otel: metrics port in use: PROMETHEUS_BIND_ADDRESS:PROMETHEUS_METRICS_PORT=127.0.0.1:\d+ \(EADDRINUSE\)/);
@@ -245,25 +255,30 @@ describe('-c config file hooks', () => {
 });
 
 describe('WINCH, USR1, QUIT', () => {
-  it('WINCH stops the workers and keeps the master; USR1 reopens the log file; QUIT stops fast', async () => {
+  it('WINCH is ignored (not daemonized, as gunicorn); USR1 reopens the log file; QUIT stops fast', async () => {
     const dir = tmpDir();
     const logFile = join(dir, 'runner.log');
     runner = await startRunner(['-w', '2', '--error-logfile', logFile, '--pid', join(dir, 'runner.pid'), HTTP_APP], { workers: 2 });
     expect(readFileSync(join(dir, 'runner.pid'), 'utf8')).toBe(`${runner.proc.child.pid}\n`);
     expect(await load(runner.url('/'), 6, 2)).toEqual(Array(6).fill(200));
+    const before = await runner.running();
     runner.signal('SIGWINCH');
-    await runner.waitRunning(0);
-    let s = await runner.scrape();
-    expect(value(s, 'gunicorn_master_signals_total', { signal: 'winch', action: 'stop_workers' })).toBe(1);
-    expect(total(s, 'gunicorn_worker_requests_total')).toBe(6);
+    let s = await waitFor(async () => {
+      const x = await runner!.scrape();
+      return value(x, 'gunicorn_master_signals_total', { signal: 'winch', action: 'ignored' }) === 1 ? x : undefined;
+    }, 10_000, 'WINCH counted');
+    // handled (counted) and nothing changed: the same two workers serve
+    expect(await runner.running()).toEqual(before);
+    expect(await load(runner.url('/'), 4, 2)).toEqual(Array(4).fill(200));
+    s = await runner.scrape();
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(10);
     expect(total(s, 'gunicorn_master_worker_restarts_total')).toBe(0);
-    runner.signal('SIGTTIN');
-    await runner.waitRunning(1);
     // logrotate: move the file away, USR1, the master writes to a new file of the same name
     execFileSync('mv', [logFile, `${logFile}.1`]);
     runner.signal('SIGUSR1');
     await waitFor(() => { try { return readFileSync(logFile, 'utf8').includes('Log file reopened'); } catch { return false; } }, 10_000, 'reopened log');
     expect(readFileSync(`${logFile}.1`, 'utf8')).toContain('Booting worker with pid');
+    expect(readFileSync(`${logFile}.1`, 'utf8')).toContain('[INFO] Handling signal: winch');
     s = await runner.scrape();
     expect(value(s, 'gunicorn_master_signals_total', { signal: 'usr1', action: 'reopen_logs' })).toBe(1);
     // the inspector did not start on USR1 (workers and master handle it)
@@ -278,21 +293,22 @@ describe('WINCH, USR1, QUIT', () => {
 
 
 describe('USR2 upgrade, and a master that dies', () => {
-  it('USR2 starts a new master on the same sockets; after the old one stops, the new one serves alone', async () => {
+  it('USR2 starts a new master on the same sockets (pid file FILE.2); after the old one stops, the new one is promoted and serves alone', async () => {
     const dir = tmpDir();
     const pidfile = join(dir, 'master.pid');
     runner = await startRunner(['-w', '1', '--pid', pidfile, HTTP_APP], { workers: 1 });
     const { port, metricsPort } = runner;
     const oldPid = runner.proc.child.pid!;
     runner.signal('SIGUSR2');
+    // gunicorn's scheme: the new master writes FILE.2; FILE keeps the old master's pid
     const newPid = await waitFor(() => {
       try {
-        const p = Number(readFileSync(pidfile, 'utf8'));
-        return p !== oldPid ? p : undefined;
+        return Number(readFileSync(`${pidfile}.2`, 'utf8'));
       } catch { return undefined; }
     }, 20_000, 'the new master\'s pid file');
     try {
-      expect(readFileSync(`${pidfile}.oldbin`, 'utf8')).toBe(`${oldPid}\n`);
+      expect(newPid).not.toBe(oldPid);
+      expect(readFileSync(pidfile, 'utf8')).toBe(`${oldPid}\n`);
       expect(value(await runner.scrape(), 'gunicorn_master_signals_total', { signal: 'usr2', action: 'upgrade' })).toBe(1);
       // both generations accept on the one socket
       const seen = new Set<number>();
@@ -303,8 +319,9 @@ describe('USR2 upgrade, and a master that dies', () => {
       // gunicorn's upgrade: then stop the old master
       expect(await runner.stop()).toEqual({ code: 0, signal: null });
       runner = undefined;
-      expect(() => readFileSync(`${pidfile}.oldbin`)).toThrow();
-      expect(readFileSync(pidfile, 'utf8')).toBe(`${newPid}\n`);
+      // promoted once its parent is gone: FILE.2 becomes FILE
+      await waitFor(() => { try { return readFileSync(pidfile, 'utf8') === `${newPid}\n`; } catch { return false; } }, 10_000, 'the promoted pid file');
+      expect(() => readFileSync(`${pidfile}.2`)).toThrow();
       expect(await load(`http://127.0.0.1:${port}/`, 10, 2)).toEqual(Array(10).fill(200));
       // the new master takes the metrics port over once the old one released it
       const s = await waitFor(async () => {

@@ -15,8 +15,8 @@ export interface Runner {
   stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export async function startRunner(args: string[], opts: { workers: number; env?: Record<string, string> }): Promise<Runner> {
-  const port = await freePort();
+export async function startRunner(args: string[], opts: { workers: number; env?: Record<string, string>; port?: number }): Promise<Runner> {
+  const port = opts.port ?? await freePort();
   const metricsPort = await freePort();
   const proc = startNode([CLI, '-b', `127.0.0.1:${port}`, ...args], {
     PROMETHEUS_METRICS_PORT: String(metricsPort),
@@ -64,4 +64,12 @@ export async function load(url: string, n: number, concurrency = 8, init: Reques
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, one));
   return statuses;
+}
+
+/**
+ * gunicorn's log lines, `[2026-… +0000] [1234] [INFO] msg` → { pid: '1234', level: 'INFO', msg }; also
+ * one that follows, on the same line, output a crashing process left without its final newline
+ */
+export function logLines(out: string): Array<{ pid: string; level: string; msg: string }> {
+  return [...out.matchAll(/\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[(\d+)\] \[([A-Z]+)\] (.*)$/gm)].map((m) => ({ pid: m[1]!, level: m[2]!, msg: m[3]! }));
 }

@@ -266,7 +266,8 @@ export function parseAppSpec(raw: string, cwd = process.cwd()): AppSpec {
   if (!m || m[1] === undefined) throw invalid('APP', raw, 'expected MODULE[:EXPORT] or MODULE:FACTORY() (e.g. app.js, app.mjs:app, app.js:createApp())');
   const path = isAbsolute(m[1]) ? m[1] : resolve(cwd, m[1]);
   if (!existsSync(path) || !statSync(path).isFile()) {
-    throw new ConfigError(`prefork-otel: APP module not found: ${JSON.stringify(m[1])} (looked for ${path}): expected a .js, .cjs or .mjs file`);
+    // exit 3: gunicorn's WORKER_BOOT_ERROR, what gunicorn exits with for a module it cannot import
+    throw new ConfigError(`prefork-otel: APP module not found: ${JSON.stringify(m[1])} (looked for ${path}): expected a .js, .cjs or .mjs file`, 3);
   }
   return { raw, path, exportName: m[2], call: m[3] !== undefined };
 }
@@ -399,7 +400,7 @@ export function helpText(version: string): string {
     '  -h, --help                     print this help and exit',
     '',
     'signals (master): HUP reload workers, TTIN +1 worker, TTOU -1 worker, TERM graceful stop, INT/QUIT fast stop,',
-    '                  USR1 reopen log file, USR2 upgrade (re-exec), WINCH stop workers, keep the master',
+    '                  USR1 reopen log file, USR2 upgrade (re-exec), WINCH ignored (as gunicorn, not daemonized)',
     'metrics: http://$PROMETHEUS_BIND_ADDRESS:$PROMETHEUS_METRICS_PORT/metrics (default 0.0.0.0:9091), all workers aggregated',
     'environment: GUNICORN_CMD_ARGS, GUNICORN_WORKERS, WEB_CONCURRENCY, PORT, and the exporter variables (docs/configuration.md)',
     'docs: docs/runner.md',

@@ -1,6 +1,7 @@
 /**
  * gunicorn's server hooks for the runner. Each hook has a default that feeds the metrics (creating
- * MasterMetrics, recording restarts, keeping an exited worker's final series, worker state); a user
+ * MasterMetrics, recording restarts, worker state; the master itself retains an exited worker's
+ * final series, before child_exit runs); a user
  * hook of the same name from the -c config file runs after ours. Arguments are the Node equivalents
  * of gunicorn's (docs/runner.md has the table): `server` is the master (Arbiter), `worker` a worker
  * process (in the master: a WorkerInfo record; in the worker: the worker object, with `.metrics`).
@@ -40,8 +41,6 @@ export interface ServerApi {
   /** the master's own MeterProvider (its metrics are served with every worker's) */
   readonly meterProvider: MeterProvider;
   workerInfos(): WorkerInfo[];
-  /** an exited worker keeps its final counters / histograms for the retention window */
-  retainExited(pid: number): void;
   log: Logger;
 }
 
@@ -96,7 +95,6 @@ export const DEFAULT_HOOKS: UserHooks = {
     if (!server.masterMetrics) server.masterMetrics = new MasterMetrics({ meterProvider: server.meterProvider });
   },
   child_exit(server, worker) {
-    server.retainExited(worker.pid);
     if (worker.restartReason !== undefined) server.masterMetrics.recordWorkerRestart(worker.pid, worker.restartReason);
   },
   post_worker_init(worker) {

@@ -2,12 +2,15 @@
  * The runner's master (gunicorn's arbiter.py): binds the sockets, forks the workers, supervises
  * them, handles signals, and serves one scrape endpoint for itself and every worker.
  *
- * Readable top to bottom like gunicorn's: signals (and child exits, as CHLD) go into one queue and
- * are handled in one place, each by a named method (handleHup, handleTtin, …); a periodic tick
- * murders silent workers and keeps the worker count; spawning, reaping, retiring and murdering are
- * small named steps.
+ * Read top to bottom as gunicorn's: start; the loop (signals and child exits, as CHLD, go into one
+ * queue and are handled in one place, each by a named method; a periodic tick promotes a USR2 master,
+ * murders silent workers and keeps the worker count); the signal handlers; halt and stop; reexec
+ * and reload; then the worker steps (murder, reap, manage, spawn, kill). A worker's life is its
+ * WorkerProcess's lifecycle (booting → running → leaving(reason) → exited); the restart reason comes
+ * from that state (exit-reason.ts). The few calls into the aggregator are grouped under "metrics".
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { metrics as otelMetrics } from '@opentelemetry/api';
 import { ConfigError, type ExporterConfig } from '../config';
@@ -16,17 +19,19 @@ import { Aggregator } from '../export/aggregator';
 import { WorkerLink } from '../export/ipc';
 import { serializePrometheus } from '../export/serializer';
 import { startMetricsServer, type MetricsServer } from '../export/server';
+import type { Snapshot } from '../export/snapshot';
 import { Telemetry } from '../export/telemetry';
 import { HookRunner, type ServerApi, type WorkerInfo } from '../hooks/server';
 import type { MasterMetrics } from '../metrics/MasterMetrics';
+import type { RestartReason } from '../metrics/contract';
+import type { RunnerLog } from '../util/logger';
 import {
   APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RetireMessage, type WorkerBoot,
 } from '../workers/protocol';
-import { classifyExit, OomKillCounter } from './exit-reason';
-import type { RunnerLog } from '../util/logger';
+import { abortsOnUncaughtException, OomKillCounter, restartReason } from './exit-reason';
 import { Pidfile } from './pidfile';
 import { bindAll, bindOne, closeAll, type Listener } from './sockets';
-import { WorkerProcess } from './worker-process';
+import { WorkerProcess, type LeaveReason } from './worker-process';
 
 const WORKER_ENTRY = join(__dirname, '..', 'workers', 'entry.js');
 /** env of a master started by USR2: the inherited listening fds (3, 4, …) and the old master's pid */
@@ -37,10 +42,13 @@ type SignalName = 'HUP' | 'TTIN' | 'TTOU' | 'TERM' | 'INT' | 'QUIT' | 'USR1' | '
 const SIGNALS: SignalName[] = ['HUP', 'TTIN', 'TTOU', 'TERM', 'INT', 'QUIT', 'USR1', 'USR2', 'WINCH'];
 type Queued = SignalName | 'CHLD';
 
-/** gunicorn_master_signals_total{signal, action}: the action each signal stands for */
+/**
+ * gunicorn_master_signals_total{signal, action}: the action each signal stands for. WINCH is ignored
+ * (gunicorn stops the workers on WINCH only when daemonized, and the runner never daemonizes).
+ */
 export const SIGNAL_ACTIONS: Record<SignalName, string> = {
   HUP: 'reload', TTIN: 'scale_up', TTOU: 'scale_down', TERM: 'graceful_stop', INT: 'fast_stop', QUIT: 'fast_stop',
-  USR1: 'reopen_logs', USR2: 'upgrade', WINCH: 'stop_workers',
+  USR1: 'reopen_logs', USR2: 'upgrade', WINCH: 'ignored',
 };
 
 export class Arbiter implements ServerApi {
@@ -55,20 +63,28 @@ export class Arbiter implements ServerApi {
   private metricsServer: MetricsServer | undefined;
   private pidfile: Pidfile | undefined;
   private readonly queue: Queued[] = [];
-  private readonly reaped: WorkerProcess[] = [];
+  private readonly exitedWorkers: WorkerProcess[] = [];
   private wakeScheduled = false;
   private processing = false;
   private age = 0;
   private spawning = 0;
-  private stopping: 'graceful' | 'fast' | undefined;
-  private stopDeadline: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
-  private exitCode = 0;
-  private halting = false;
   /** start-up went through (from here on errors are logged, not one-line user errors) */
   private started = false;
-  private upgradedTo: ChildProcess | undefined;
+  /** the master a USR2 started (gunicorn's reexec_pid), until it exits */
+  private reexecChild: ChildProcess | undefined;
+  /** the master that started this one with USR2 (gunicorn's master_pid); 0 once promoted */
+  private masterPid = Number(process.env[OLD_MASTER_ENV] ?? 0);
+  /** "Master", or "Master.2" for a master started by USR2 until it is promoted */
+  private masterName = this.masterPid ? 'Master.2' : 'Master';
   private readonly oom = new OomKillCounter();
+  /** forked workers inherit the master's execArgv and NODE_OPTIONS */
+  private readonly abortOnUncaught = abortsOnUncaughtException(process.execArgv, process.env.NODE_OPTIONS);
+  /** stop(): the signal sent to every worker ('SIGTERM' graceful, 'SIGQUIT' fast) */
+  private stopSignal: NodeJS.Signals | undefined;
+  private stopDeadline: NodeJS.Timeout | undefined;
+  private allGone: (() => void) | undefined;
+  private halting = false;
   private done!: (code: number) => void;
   private readonly signalHandlers = new Map<SignalName, () => void>();
 
@@ -77,6 +93,7 @@ export class Arbiter implements ServerApi {
    */
   constructor(private cfg: RunnerConfig, readonly exporter: ExporterConfig, readonly log: RunnerLog, private readonly argv: string[],
     private readonly version: string, private readonly cwd = process.cwd()) {
+    delete process.env[OLD_MASTER_ENV];
     this.numWorkers = cfg.workers;
     this.telemetry = new Telemetry(exporter, []);
     otelMetrics.setGlobalMeterProvider(this.telemetry.meterProvider);
@@ -92,11 +109,7 @@ export class Arbiter implements ServerApi {
     return [...this.workers.values()];
   }
 
-  retainExited(pid: number): void {
-    this.aggregator.exited(pid);
-  }
-
-  // ── start and the loop ──────────────────────────────────────────────────────────────────────
+  // ── start ───────────────────────────────────────────────────────────────────────────────────
 
   /** Start, then run until halted; resolves with the exit code. */
   run(): Promise<number> {
@@ -107,14 +120,16 @@ export class Arbiter implements ServerApi {
 
   /**
    * on_starting, pid file, sockets, metrics endpoint — a user error in any of these is one line on
-   * stderr and the exit code, before anything else is logged — then when_ready and the workers.
+   * stderr and the exit code, before anything else is logged (an address in use is retried first,
+   * with gunicorn's lines) — then when_ready and the workers.
    */
   private async start(): Promise<void> {
     // the cgroup's OOM-kill count now: a worker SIGKILLed while it rises was killed for memory
     await this.oom.baseline();
     await this.hooks.call('on_starting', this);
     if (this.cfg.pidfile) {
-      this.pidfile = new Pidfile(this.cfg.pidfile);
+      // gunicorn: a master started by USR2 writes FILE.2 (renamed to FILE when it is promoted)
+      this.pidfile = new Pidfile(this.masterPid ? `${this.cfg.pidfile}.2` : this.cfg.pidfile);
       this.pidfile.create();
     }
     this.listeners = await this.createListeners();
@@ -135,7 +150,7 @@ export class Arbiter implements ServerApi {
   private async createListeners(): Promise<Listener[]> {
     const inherited = process.env[LISTEN_FDS_ENV];
     delete process.env[LISTEN_FDS_ENV];
-    if (!inherited) return bindAll(this.cfg.bind);
+    if (!inherited) return bindAll(this.cfg.bind, this.log);
     const fds = inherited.split(',').map(Number);
     const out: Listener[] = [];
     for (let i = 0; i < fds.length; i++) {
@@ -151,16 +166,14 @@ export class Arbiter implements ServerApi {
     if (e.disabled || !e.exporters.includes('prometheus')) return;
     const open = () => startMetricsServer({
       host: e.bindAddress, port: e.metricsPort, path: e.metricsPath, ref: true, web: e,
-      gather: async () => serializePrometheus(await this.aggregator.gather(await this.telemetry.collect(), this.sources()), e),
+      gather: async () => serializePrometheus(await this.gatherMetrics(), e),
     });
-    const oldMaster = Number(process.env[OLD_MASTER_ENV] ?? 0);
-    delete process.env[OLD_MASTER_ENV];
     try {
       this.metricsServer = await open();
     } catch (err) {
-      if (!(err instanceof ConfigError) || !oldMaster) throw err;
+      if (!(err instanceof ConfigError) || !this.masterPid) throw err;
       // started by USR2: the old master still serves the port; take it over when it is released
-      this.log.info(`Metrics port ${e.metricsPort} still held by the old master (pid ${oldMaster}); retrying every second`);
+      this.log.info(`Metrics port ${e.metricsPort} still held by the old master (pid ${this.masterPid}); retrying every second`);
       const retry = setInterval(() => {
         if (this.halting) return clearInterval(retry);
         open().then((s) => {
@@ -172,15 +185,31 @@ export class Arbiter implements ServerApi {
     }
   }
 
-  /**
-   * The workers the aggregator asks at scrape time: those that sent a snapshot (a worker sends one
-   * before it serves its first request) and not yet their final one.
-   */
-  private sources(): WorkerLink[] {
-    const out: WorkerLink[] = [];
-    for (const w of this.workers.values()) if (w.snapshotSeen && !w.finalReceived && w.alive) out.push(w.link);
-    return out;
+  // ── metrics: the master's calls into the aggregator ─────────────────────────────────────────
+
+  /** a snapshot from a worker */
+  private metricsUpdate(w: WorkerProcess, snap: Snapshot): void {
+    this.aggregator.update(snap);
+    w.snapshotSeen = true;
+    if (snap.final) w.finalReceived = true;
   }
+
+  /** a worker exited: its final counters and histograms are kept for the retention window */
+  private metricsRetain(w: WorkerProcess): void {
+    this.aggregator.exited(w.pid);
+  }
+
+  /**
+   * One scrape: the master's own metrics, and a fresh snapshot from the workers that sent one (a
+   * worker sends one before it serves its first request) and not yet their final one.
+   */
+  private async gatherMetrics() {
+    const sources: WorkerLink[] = [];
+    for (const w of this.workers.values()) if (w.snapshotSeen && !w.finalReceived && w.alive) sources.push(w.link);
+    return this.aggregator.gather(await this.telemetry.collect(), sources);
+  }
+
+  // ── the loop ────────────────────────────────────────────────────────────────────────────────
 
   private initSignals(): void {
     for (const name of SIGNALS) {
@@ -202,7 +231,11 @@ export class Arbiter implements ServerApi {
     });
   }
 
-  /** the one place signals are handled: in arrival order, each handler finished before the next */
+  /**
+   * The one place signals are handled: in arrival order, each handler finished before the next.
+   * While halting only INT/QUIT (a faster stop) and CHLD still matter, as in gunicorn, whose loop
+   * no longer runs then.
+   */
   private async processQueue(): Promise<void> {
     if (this.processing) return;
     this.processing = true;
@@ -214,6 +247,7 @@ export class Arbiter implements ServerApi {
             await this.handleChld();
             continue;
           }
+          if (this.halting && sig !== 'INT' && sig !== 'QUIT') continue;
           this.log.info(`Handling signal: ${sig.toLowerCase()}`);
           this.masterMetrics.recordSignal(sig.toLowerCase(), this.actionFor(sig));
           const handler: () => void | Promise<void> = {
@@ -232,12 +266,13 @@ export class Arbiter implements ServerApi {
 
   private actionFor(sig: SignalName): string {
     if (sig === 'TTOU' && this.numWorkers <= 1) return 'ignored';
-    if (sig === 'USR2' && this.upgradedTo) return 'ignored';
+    if (sig === 'USR2' && (this.reexecChild || this.masterPid)) return 'ignored';
     return SIGNAL_ACTIONS[sig];
   }
 
-  /** every tick: kill silent workers, keep the number of workers */
+  /** every tick (gunicorn's loop without a signal): promote, kill silent workers, keep the number of workers */
   private tick(): void {
+    this.maybePromoteMaster();
     this.murderWorkers();
     this.manageWorkers();
   }
@@ -246,6 +281,7 @@ export class Arbiter implements ServerApi {
 
   /** HUP: reload the configuration and replace every worker gracefully (new ones first) */
   private async handleHup(): Promise<void> {
+    this.log.info(`Hang up: ${this.masterName}`);
     await this.reload();
   }
 
@@ -262,17 +298,17 @@ export class Arbiter implements ServerApi {
 
   /** TERM: graceful stop */
   private handleTerm(): void {
-    this.stop(true);
+    void this.halt(0, undefined, true);
   }
 
-  /** INT: fast stop */
+  /** INT: fast stop (also while a graceful stop is under way) */
   private handleInt(): void {
-    this.stop(false);
+    void this.halt(0, undefined, false);
   }
 
   /** QUIT: fast stop */
   private handleQuit(): void {
-    this.stop(false);
+    void this.halt(0, undefined, false);
   }
 
   /** USR1: reopen the log file */
@@ -286,209 +322,117 @@ export class Arbiter implements ServerApi {
     await this.reexec();
   }
 
-  /** WINCH: stop every worker gracefully, keep the master (TTIN brings workers back) */
-  private async handleWinch(): Promise<void> {
-    await this.setNumWorkers(0);
+  /** WINCH: ignored, as gunicorn does when not daemonized (the runner never daemonizes) */
+  private handleWinch(): void {
+    this.log.debug('SIGWINCH ignored. Not daemonized');
   }
 
   /** CHLD: workers exited (queued by their exit events) */
   private async handleChld(): Promise<void> {
     await this.reapWorkers();
-    if (this.stopping && this.workers.size === 0) {
-      await this.halt(this.exitCode);
+    if (this.halting) {
+      if (this.workers.size === 0) this.allGone?.();
       return;
     }
     this.manageWorkers();
   }
 
-  // ── steps ───────────────────────────────────────────────────────────────────────────────────
-
-  private async setNumWorkers(n: number): Promise<void> {
-    const old = this.numWorkers;
-    this.numWorkers = n;
-    await this.hooks.call('nworkers_changed', this, n, old);
-    this.manageWorkers();
+  /** a master started by USR2 whose parent (the old master) exited becomes the master (gunicorn's maybe_promote_master) */
+  private maybePromoteMaster(): void {
+    if (this.masterPid === 0 || process.ppid === this.masterPid) return;
+    this.log.info('Master has been promoted.');
+    this.masterName = 'Master';
+    this.masterPid = 0;
+    if (this.pidfile && this.cfg.pidfile) this.pidfile.rename(this.cfg.pidfile);
   }
 
-  /** Keep `numWorkers` workers that are not leaving: spawn the missing, retire the oldest extra. */
-  private manageWorkers(): void {
-    if (this.stopping || this.halting) return;
-    const staying = [...this.workers.values()].filter((w) => !w.retiring && !w.reloadPending).sort((a, b) => a.age - b.age);
-    const missing = this.numWorkers - staying.length - this.spawning;
-    for (let i = 0; i < missing; i++) void this.spawnWorker();
-    for (let i = 0; i < -missing && i < staying.length; i++) this.retire(staying[i]!);
-    // a reload whose new workers are all up retires the old ones that are left (fewer workers now)
-    const pending = [...this.workers.values()].filter((w) => w.reloadPending);
-    if (pending.length > 0 && this.spawning === 0 && ![...this.workers.values()].some((w) => !w.reloadPending && w.state === 'booting')) {
-      for (const w of pending) this.retire(w, 'reload');
-    }
-  }
+  // ── halt and stop ───────────────────────────────────────────────────────────────────────────
 
-  /** fork one worker, hand it the sockets */
-  private async spawnWorker(): Promise<void> {
-    this.spawning++;
-    const age = ++this.age;
-    let child: ChildProcess;
-    try {
-      await this.hooks.call('pre_fork', this, { pid: 0, age, bornAt: Date.now(), state: 'booting' });
-      if (this.stopping || this.halting) return;
-      const c = this.cfg;
-      const boot: WorkerBoot = {
-        app: c.app, kind: c.workerClass, threads: c.threads, workerConnections: c.workerConnections,
-        timeout: c.timeout, abortOnTimeout: c.abortOnTimeout, gracefulTimeout: c.gracefulTimeout, keepAlive: c.keepAlive,
-        maxRequests: c.maxRequests > 0 ? c.maxRequests + Math.floor(Math.random() * (c.maxRequestsJitter + 1)) : 0,
-        configFile: c.configFile, procName: c.procName, logLevel: c.logLevel, age,
-        binds: this.listeners.length, copies: c.workerClass === 'gthread' ? c.threads : 1, beatMs: beatPeriodMs(c.timeout),
-      };
-      const toFile = this.log.file !== '-';
-      child = fork(WORKER_ENTRY, [], {
-        cwd: c.chdir ?? process.cwd(),
-        // PREFORK_OTEL_ROLE: a preload inherited through execArgv / NODE_OPTIONS stays out of the way (src/register.ts)
-        env: { ...process.env, ...c.rawEnv, PREFORK_OTEL_ROLE: 'runner-worker', [BOOT_ENV]: JSON.stringify(boot) },
-        stdio: toFile ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'inherit', 'inherit', 'ipc'],
-      });
-      if (toFile) {
-        child.stdout!.on('data', (d: Buffer) => this.log.write(d));
-        child.stderr!.on('data', (d: Buffer) => this.log.write(d));
-      }
-    } finally {
-      this.spawning--;
-    }
-    if (child.pid === undefined) {
-      child.once('error', (e) => this.log.error(`cannot fork a worker: ${e.message}`));
+  /**
+   * Stop the workers (gracefully or fast), then exit with `code` (gunicorn's halt): "Shutting down",
+   * the reason, on_exit, the pid file. A later fast stop (INT after TERM) makes the running stop fast.
+   */
+  private async halt(code: number, reason?: string, graceful = true): Promise<void> {
+    if (this.halting) {
+      if (!graceful) this.stop(false);
       return;
     }
-    const link = new WorkerLink(child.pid, child, (snap) => {
-      this.aggregator.update(snap);
-      w.snapshotSeen = true;
-      if (snap.final) w.finalReceived = true;
-    });
-    const w = new WorkerProcess(child, link, age);
-    this.workers.set(w.pid, w);
-    // a send to a worker that just died, a failed kill: logged, never fatal to the master
-    child.on('error', (e) => this.log.debug(`worker ${w.pid}: ${e.message}`));
-    child.on('message', (m: unknown) => this.onWorkerMessage(w, m));
-    child.once('exit', (code, signal) => {
-      w.exitCode = code;
-      w.signal = signal;
-      // reap once the IPC channel is drained (a final snapshot sent just before exit arrives first)
-      const reap = () => { this.reaped.push(w); this.enqueue('CHLD'); };
-      if (!child.connected) return reap();
-      const t = setTimeout(reap, 1000);
-      child.once('disconnect', () => { clearTimeout(t); reap(); });
-    });
-    for (let index = 0; index < this.listeners.length; index++) {
-      for (let copy = 0; copy < (this.cfg.workerClass === 'gthread' ? this.cfg.threads : 1); copy++) {
-        child.send({ [TAG]: 'listen', index, copy }, this.listeners[index]!.handle as never, (e) => {
-          if (e) this.log.debug(`worker ${w.pid}: socket not sent (${e.message})`);
-        });
-      }
-    }
-    this.log.info(`Booting worker with pid: ${w.pid}`);
-  }
-
-  private onWorkerMessage(w: WorkerProcess, m: unknown): void {
-    if (isTagged(m, 'beat')) {
-      w.lastBeat = (m as BeatMessage).tick;
-    } else if (isTagged(m, 'ready')) {
-      if (w.state === 'booting') w.state = 'running';
-      // a reload retires one old worker per new worker that is up
-      const old = [...this.workers.values()].filter((o) => o.reloadPending && !o.retiring).sort((a, b) => a.age - b.age)[0];
-      if (old) this.retire(old, 'reload');
-    } else if (isTagged(m, 'retire')) {
-      const { reason, signal } = m as RetireMessage;
-      if (!w.retiring) {
-        w.selfReason = reason;
-        this.log.info(`Worker (pid:${w.pid}) is leaving: ${reason}${signal ? ` (${signal})` : ''}`);
-      }
-      w.retiring = true;
-      w.state = 'stopping';
-      this.armDeadline(w);
-      // max_requests / timeout: the replacement starts now; a signal may be the terminal's Ctrl-C that
-      // reaches the master too, so that replacement waits for the exit (and the master's own signal)
-      if (reason !== 'signal') this.manageWorkers();
-    }
-  }
-
-  /** Ask a worker to leave gracefully; `reason`: it is being replaced (reload). */
-  private retire(w: WorkerProcess, reason?: WorkerInfo['restartReason']): void {
-    if (reason !== undefined && w.restartReason === undefined) w.restartReason = reason;
-    if (w.retiring && w.state === 'stopping' && w.deadline) return;
-    w.retiring = true;
-    w.reloadPending = false;
-    w.state = 'stopping';
-    w.kill('SIGTERM');
-    this.armDeadline(w);
-  }
-
-  /** a leaving worker that is still there after --graceful-timeout (+1 s) is killed */
-  private armDeadline(w: WorkerProcess): void {
-    if (w.deadline) return;
-    w.deadline = setTimeout(() => {
-      if (!w.alive) return;
-      this.log.warning(`Worker (pid:${w.pid}) still running after --graceful-timeout ${this.cfg.gracefulTimeout}s; killing it`);
-      w.kill('SIGKILL');
-    }, this.cfg.gracefulTimeout * 1000 + 1000);
+    this.halting = true;
+    clearInterval(this.tickTimer);
+    await this.stop(graceful);
+    clearTimeout(this.stopDeadline);
+    if (this.started) this.log.info(`Shutting down: ${this.masterName}`);
+    if (reason) this.log.info(`Reason: ${reason}`);
+    await this.hooks.call('on_exit', this);
+    for (const [name, h] of this.signalHandlers) process.off(`SIG${name}`, h);
+    await this.metricsServer?.close();
+    await this.telemetry.shutdown();
+    this.pidfile?.unlink();
+    this.done(code);
   }
 
   /**
-   * Workers whose heartbeat is older than --timeout are killed and replaced (reason timeout). With
-   * --abort-on-timeout the worker's watchdog aborts it first (it reports reason timeout and its
-   * final metrics); the master's kill, a little later, is for a loop JavaScript cannot interrupt.
+   * Close the master's copies of the sockets, ask every worker to leave (TERM: graceful, QUIT: fast)
+   * and SIGKILL those left after --graceful-timeout; resolves when every worker is gone. Called again
+   * with graceful = false, it sends QUIT to the workers still draining.
    */
-  private murderWorkers(): void {
-    if (this.cfg.timeout <= 0) return;
-    const now = Date.now();
-    const limit = this.cfg.timeout * 1000 + murderGraceMs(this.cfg.timeout, this.cfg.abortOnTimeout);
-    for (const w of this.workers.values()) {
-      if (w.state === 'stopping' || !w.alive || now - w.lastBeat <= limit) continue;
-      this.log.critical(`WORKER TIMEOUT (pid:${w.pid})`);
-      if (!this.stopping) w.restartReason = 'timeout';
-      w.state = 'stopping';
-      w.retiring = true;
-      // gunicorn runs worker_abort in the worker on SIGABRT; a Node worker whose event loop is
-      // blocked cannot run JavaScript, so the hook runs here, before the kill
-      void this.hooks.call('worker_abort', w);
-      w.kill('SIGKILL');
-    }
+  private stop(graceful: boolean): Promise<void> {
+    const sig: NodeJS.Signals = graceful ? 'SIGTERM' : 'SIGQUIT';
+    if (this.stopSignal === 'SIGQUIT' || this.stopSignal === sig) return this.gone();
+    this.stopSignal = sig;
+    // a unix socket file stays for the master a USR2 started, or the one that started us (gunicorn's unlink rule)
+    closeAll(this.listeners, !this.reexecChild && !this.masterPid);
+    this.listeners = [];
+    this.killWorkers(sig, 'shutdown');
+    clearTimeout(this.stopDeadline);
+    this.stopDeadline = setTimeout(() => this.killWorkers('SIGKILL', 'shutdown'), this.cfg.gracefulTimeout * 1000);
+    return this.gone();
   }
 
-  /** exited workers → child_exit (restart recorded, final series retained), forget them */
-  private async reapWorkers(): Promise<void> {
-    while (this.reaped.length > 0) {
-      const w = this.reaped.shift()!;
-      if (!this.workers.has(w.pid)) continue;
-      this.workers.delete(w.pid);
-      clearTimeout(w.deadline);
-      w.link.close();
-      const { exitCode: code, signal } = w;
-      if (w.state === 'booting' && (code === WORKER_BOOT_ERROR || code === APP_LOAD_ERROR)) {
-        this.log.error(`Worker (pid:${w.pid}) failed to boot (exit code ${code})`);
-        void this.halt(code, code === APP_LOAD_ERROR ? 'App failed to load.' : 'Worker failed to boot.');
-      }
-      if (this.stopping || this.halting) {
-        w.restartReason = undefined;
-      } else if (w.restartReason === undefined && !w.reloadPending) {
-        if (w.selfReason !== undefined) w.restartReason = w.selfReason;
-        else if (!w.retiring) {
-          const oomRose = signal === 'SIGKILL' && await this.oom.increased();
-          w.restartReason = classifyExit(code ?? null, signal ?? null, oomRose);
-        }
-      } else if (w.reloadPending && w.restartReason === undefined) {
-        // an old worker that died before the reload retired it: replaced by the reload anyway
-        w.restartReason = classifyExit(code ?? null, signal ?? null, false);
-      }
-      if (signal) {
-        const hint = signal === 'SIGKILL' && w.restartReason !== 'timeout' ? ' Perhaps out of memory?' : '';
-        (w.restartReason && w.restartReason !== 'reload' && w.restartReason !== 'max_requests' ? this.log.error : this.log.info)
-          .call(this.log, `Worker (pid:${w.pid}) was sent ${signal}!${hint}`);
-      } else if (code !== 0) {
-        this.log.error(`Worker (pid:${w.pid}) exited with code ${code}`);
-      } else {
-        this.log.info(`Worker exiting (pid: ${w.pid})`);
-      }
-      await this.hooks.call('child_exit', this, w);
+  private gone(): Promise<void> {
+    if (this.workers.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const prev = this.allGone;
+      this.allGone = () => { prev?.(); resolve(); };
+    });
+  }
+
+  /** an error while starting (port in use, …) or a bug: stop the workers and exit */
+  private fail(e: unknown): void {
+    let code = 1;
+    if (e instanceof ConfigError) {
+      process.stderr.write(e.message + '\n');
+      code = e.exitCode;
+    } else {
+      this.log.critical(`master failed: ${(e as Error)?.stack ?? e}`);
     }
+    void this.halt(code, undefined, false);
+  }
+
+  // ── reexec and reload ───────────────────────────────────────────────────────────────────────
+
+  /** USR2: a new master on the same sockets (fds 3, 4, …), gunicorn's reexec; it writes FILE.2 */
+  private async reexec(): Promise<void> {
+    if (this.reexecChild) {
+      this.log.warning('USR2 signal ignored. Child exists.');
+      return;
+    }
+    if (this.masterPid) {
+      this.log.warning('USR2 signal ignored. Parent exists.');
+      return;
+    }
+    await this.hooks.call('pre_exec', this);
+    const fds = this.listeners.map((l) => l.handle.fd);
+    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      cwd: this.cwd,
+      stdio: ['inherit', 'inherit', 'inherit', ...fds],
+      env: { ...process.env, [LISTEN_FDS_ENV]: fds.map((_, i) => String(3 + i)).join(','), [OLD_MASTER_ENV]: String(this.pid) },
+    });
+    child.unref();
+    child.once('exit', () => { if (this.reexecChild === child) this.reexecChild = undefined; });
+    child.once('error', (e) => this.log.error(`USR2: cannot start a new master: ${e.message}`));
+    this.reexecChild = child;
+    this.log.info(`Upgrade: started a new master, pid ${child.pid}`);
   }
 
   /**
@@ -514,82 +458,237 @@ export class Arbiter implements ServerApi {
       this.log.error(`reload: configuration not reloaded: ${(e as Error).message}`);
     }
     await this.hooks.call('on_reload', this);
-    for (const w of this.workers.values()) if (!w.retiring) w.reloadPending = true;
+    for (const w of this.workers.values()) w.supersede();
     if (workers !== this.numWorkers) await this.setNumWorkers(workers);
     else this.manageWorkers();
   }
 
-  /** USR2: a new master on the same sockets (fds 3, 4, …), gunicorn's reexec; this pid file becomes .oldbin */
-  private async reexec(): Promise<void> {
-    if (this.upgradedTo) {
-      this.log.warning(`USR2 ignored: already upgraded (new master pid ${this.upgradedTo.pid})`);
-      return;
+  // ── workers ─────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Workers silent for longer than --timeout are killed and replaced (reason timeout): their
+   * heartbeat is older, or — a sync worker — the request it serves started before that. With
+   * --abort-on-timeout the worker's watchdog aborts it first (it reports reason timeout and its final
+   * metrics); the master's kill, a little later, is for a loop JavaScript cannot interrupt.
+   */
+  private murderWorkers(): void {
+    if (this.cfg.timeout <= 0) return;
+    const now = Date.now();
+    const limit = this.cfg.timeout * 1000 + murderGraceMs(this.cfg.timeout, this.cfg.abortOnTimeout);
+    // busySince is as old as the last beat: a request that ended since is forgiven one beat period
+    const busyLimit = Math.max(limit, this.cfg.timeout * 1000 + beatPeriodMs(this.cfg.timeout));
+    for (const w of this.workers.values()) {
+      if (w.phase === 'leaving' || !w.alive) continue;
+      if (now - w.lastBeat <= limit && (w.busySince === undefined || now - w.busySince <= busyLimit)) continue;
+      this.workerTimedOut(w);
+      // gunicorn runs worker_abort in the worker on SIGABRT; a Node worker whose event loop is
+      // blocked cannot run JavaScript, so the hook runs here, before the kill
+      void this.hooks.call('worker_abort', w);
+      w.kill('SIGKILL');
     }
-    await this.hooks.call('pre_exec', this);
-    if (this.pidfile) this.pidfile.rename(`${this.pidfile.path}.oldbin`);
-    const fds = this.listeners.map((l) => l.handle.fd);
-    const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
-      stdio: ['inherit', 'inherit', 'inherit', ...fds],
-      env: { ...process.env, [LISTEN_FDS_ENV]: fds.map((_, i) => String(3 + i)).join(','), [OLD_MASTER_ENV]: String(this.pid) },
-    });
-    child.unref();
-    this.upgradedTo = child;
-    this.log.info(`Upgrade: started a new master, pid ${child.pid}`);
   }
 
-  /** TERM (graceful) / INT, QUIT (fast): stop every worker, then halt */
-  stop(graceful: boolean): void {
-    if (this.stopping === 'fast' || (this.stopping === 'graceful' && graceful)) return;
-    this.stopping = graceful ? 'graceful' : 'fast';
-    clearInterval(this.tickTimer);
-    // the master's copies of the sockets; workers still hold theirs until they leave
-    closeAll(this.listeners, !this.upgradedTo);
-    this.listeners = [];
-    const sig: NodeJS.Signals = graceful ? 'SIGTERM' : 'SIGQUIT';
+  /** a worker outlived --timeout (found by murderWorkers, or reported by its watchdog) */
+  private workerTimedOut(w: WorkerProcess): void {
+    if (!w.leave('timeout')) return;
+    this.log.critical(`WORKER TIMEOUT (pid:${w.pid})`);
+    this.armDeadline(w);
+  }
+
+  /** exited workers: halt on a boot error, log, decide the restart reason, retain the final series, child_exit (records the restart) */
+  private async reapWorkers(): Promise<void> {
+    while (this.exitedWorkers.length > 0) {
+      const w = this.exitedWorkers.shift()!;
+      if (!this.workers.delete(w.pid)) continue;
+      w.link.close();
+      const { exitCode: code = null, signal = null } = w;
+      // a worker that could not boot (gunicorn: any exit with these codes) stops the master
+      const bootFailure = w.leaveReason === undefined && (code === WORKER_BOOT_ERROR || code === APP_LOAD_ERROR);
+      if (bootFailure && !this.halting) {
+        void this.halt(code!, code === APP_LOAD_ERROR ? 'App failed to load.' : 'Worker failed to boot.');
+      }
+      this.logExit(w, code, signal);
+      const reason = restartReason({
+        leaving: w.leaveReason, code, signal, stopping: this.halting,
+        oomRose: signal === 'SIGKILL' && this.unexpectedKill(w) && await this.oom.increased(),
+        abortOnUncaught: this.abortOnUncaught,
+      });
+      this.metricsRetain(w);
+      await this.hooks.call('child_exit', this, this.exitInfo(w, reason));
+    }
+  }
+
+  /** gunicorn 20.1's line for a worker ended by a signal; a SIGKILL the master did not send gets gunicorn ≥ 21's OOM hint */
+  private logExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (signal) {
+      this.log.warning(`Worker with pid ${w.pid} was terminated due to signal ${osConstants.signals[signal] ?? signal}`);
+      if (signal === 'SIGKILL' && this.unexpectedKill(w)) this.log.error(`Worker (pid:${w.pid}) was sent SIGKILL! Perhaps out of memory?`);
+    } else if (code !== 0 && code !== WORKER_BOOT_ERROR && code !== APP_LOAD_ERROR) {
+      this.log.error(`Worker (pid:${w.pid}) exited with code ${code}.`);
+    }
+  }
+
+  /** a SIGKILL neither the master sent nor the worker's own watchdog (after it reported its timeout) */
+  private unexpectedKill(w: WorkerProcess): boolean {
+    return !w.killedByMaster && w.leaveReason !== 'timeout';
+  }
+
+  /** what child_exit sees: the worker, with the restart reason the reaper decided */
+  private exitInfo(w: WorkerProcess, reason: RestartReason | undefined): WorkerInfo {
+    return { pid: w.pid, age: w.age, bornAt: w.bornAt, state: w.state, restartReason: reason, exitCode: w.exitCode, signal: w.signal };
+  }
+
+  private async setNumWorkers(n: number): Promise<void> {
+    const old = this.numWorkers;
+    this.numWorkers = n;
+    await this.hooks.call('nworkers_changed', this, n, old);
+    this.manageWorkers();
+  }
+
+  /**
+   * Keep `numWorkers` workers that stay: spawn the missing, retire the oldest extra. A reload whose
+   * new workers are all up retires the outdated ones still left (when there are fewer workers now).
+   */
+  private manageWorkers(): void {
+    if (this.halting) return;
+    const all = [...this.workers.values()];
+    const staying = all.filter((w) => w.staying).sort((a, b) => a.age - b.age);
+    const missing = this.numWorkers - staying.length - this.spawning;
+    for (let i = 0; i < missing; i++) void this.spawnWorker();
+    for (let i = 0; i < -missing && i < staying.length; i++) this.retire(staying[i]!, 'scale_down');
+    const outdated = all.filter((w) => w.outdated);
+    if (outdated.length > 0 && this.spawning === 0 && !staying.some((w) => w.phase === 'booting')) {
+      for (const w of outdated) this.retire(w, 'reload');
+    }
+  }
+
+  /** fork one worker: pre_fork, fork, watch it, hand it the sockets */
+  private async spawnWorker(): Promise<void> {
+    this.spawning++;
+    const age = ++this.age;
+    let child: ChildProcess;
+    try {
+      await this.hooks.call('pre_fork', this, { pid: 0, age, bornAt: Date.now(), state: 'booting' });
+      if (this.halting) return;
+      child = this.forkWorker(age);
+    } finally {
+      this.spawning--;
+    }
+    if (child.pid === undefined) {
+      child.once('error', (e) => this.log.error(`cannot fork a worker: ${e.message}`));
+      return;
+    }
+    const w = this.watchWorker(child, age);
+    this.sendSockets(w);
+  }
+
+  /** the worker's settings (its own --max-requests with jitter) and the fork */
+  private forkWorker(age: number): ChildProcess {
+    const c = this.cfg;
+    const boot: WorkerBoot = {
+      app: c.app, kind: c.workerClass, threads: c.threads, workerConnections: c.workerConnections,
+      timeout: c.timeout, abortOnTimeout: c.abortOnTimeout, gracefulTimeout: c.gracefulTimeout, keepAlive: c.keepAlive,
+      maxRequests: c.maxRequests > 0 ? c.maxRequests + Math.floor(Math.random() * (c.maxRequestsJitter + 1)) : 0,
+      configFile: c.configFile, procName: c.procName, logLevel: c.logLevel, age,
+      binds: this.listeners.length, copies: this.socketCopies(), beatMs: beatPeriodMs(c.timeout),
+    };
+    const toFile = this.log.file !== '-';
+    const child = fork(WORKER_ENTRY, [], {
+      cwd: c.chdir ?? process.cwd(),
+      // PREFORK_OTEL_ROLE: a preload inherited through execArgv / NODE_OPTIONS stays out of the way (src/register.ts)
+      env: { ...process.env, ...c.rawEnv, PREFORK_OTEL_ROLE: 'runner-worker', [BOOT_ENV]: JSON.stringify(boot) },
+      stdio: toFile ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    if (toFile) {
+      child.stdout!.on('data', (d: Buffer) => this.log.write(d));
+      child.stderr!.on('data', (d: Buffer) => this.log.write(d));
+    }
+    return child;
+  }
+
+  /** the master's record of the new worker: its snapshots, its messages, its exit (→ CHLD) */
+  private watchWorker(child: ChildProcess, age: number): WorkerProcess {
+    const link = new WorkerLink(child.pid!, child, (snap) => this.metricsUpdate(w, snap));
+    const w = new WorkerProcess(child, link, age);
+    this.workers.set(w.pid, w);
+    // a send to a worker that just died, a failed kill: logged, never fatal to the master
+    child.on('error', (e) => this.log.debug(`worker ${w.pid}: ${e.message}`));
+    child.on('message', (m: unknown) => this.onWorkerMessage(w, m));
+    child.once('exit', (code, signal) => {
+      w.exited(code, signal);
+      // reap once the IPC channel is drained (a final snapshot sent just before exit arrives first)
+      const reap = () => { this.exitedWorkers.push(w); this.enqueue('CHLD'); };
+      if (!child.connected) return reap();
+      const t = setTimeout(reap, 1000);
+      child.once('disconnect', () => { clearTimeout(t); reap(); });
+    });
+    return w;
+  }
+
+  /** copies of each socket a worker takes: one per gthread thread, else one */
+  private socketCopies(): number {
+    return this.cfg.workerClass === 'gthread' ? this.cfg.threads : 1;
+  }
+
+  private sendSockets(w: WorkerProcess): void {
+    for (let index = 0; index < this.listeners.length; index++) {
+      for (let copy = 0; copy < this.socketCopies(); copy++) {
+        w.child.send({ [TAG]: 'listen', index, copy }, this.listeners[index]!.handle as never, (e) => {
+          if (e) this.log.debug(`worker ${w.pid}: socket not sent (${e.message})`);
+        });
+      }
+    }
+  }
+
+  private onWorkerMessage(w: WorkerProcess, m: unknown): void {
+    if (isTagged(m, 'beat')) {
+      const beat = m as BeatMessage;
+      w.lastBeat = beat.tick;
+      w.busySince = beat.busySince;
+    } else if (isTagged(m, 'ready')) {
+      w.ready();
+      // a reload retires one old worker per new worker that is up
+      const old = [...this.workers.values()].filter((o) => o.outdated).sort((a, b) => a.age - b.age)[0];
+      if (old) this.retire(old, 'reload');
+    } else if (isTagged(m, 'retire')) {
+      this.workerLeaves(w, m as RetireMessage);
+    }
+  }
+
+  /**
+   * The worker says it is leaving (max_requests, timeout: its watchdog; signal: someone signalled
+   * it). max_requests / timeout: the replacement starts now; a signal may be the terminal's Ctrl-C
+   * that reaches the master too, so that replacement waits for the exit (and the master's own signal).
+   */
+  private workerLeaves(w: WorkerProcess, { reason, signal }: RetireMessage): void {
+    if (reason === 'timeout') this.workerTimedOut(w);
+    else if (w.leave(reason)) this.log.info(`Worker (pid:${w.pid}) is leaving: ${reason}${signal ? ` (${signal})` : ''}`);
+    this.armDeadline(w);
+    if (reason !== 'signal') this.manageWorkers();
+  }
+
+  /** Ask a worker to leave gracefully (SIGTERM), for `reason`. */
+  private retire(w: WorkerProcess, reason: LeaveReason): void {
+    if (!w.leave(reason)) return;
+    w.kill('SIGTERM');
+    this.armDeadline(w);
+  }
+
+  /** a leaving worker that is still there after --graceful-timeout (+1 s) is killed */
+  private armDeadline(w: WorkerProcess): void {
+    if (w.deadline || !w.alive) return;
+    w.deadline = setTimeout(() => {
+      if (!w.alive) return;
+      this.log.warning(`Worker (pid:${w.pid}) still running after --graceful-timeout ${this.cfg.gracefulTimeout}s; killing it`);
+      w.kill('SIGKILL');
+    }, this.cfg.gracefulTimeout * 1000 + 1000);
+  }
+
+  /** send `sig` to every worker (gunicorn's kill_workers); those not leaving yet leave for `reason` */
+  private killWorkers(sig: NodeJS.Signals, reason: LeaveReason): void {
     for (const w of this.workers.values()) {
-      w.retiring = true;
-      w.state = 'stopping';
+      w.leave(reason);
       w.kill(sig);
     }
-    clearTimeout(this.stopDeadline);
-    this.stopDeadline = setTimeout(() => {
-      for (const w of this.workers.values()) w.kill('SIGKILL');
-    }, this.cfg.gracefulTimeout * 1000);
-    if (this.workers.size === 0) void this.halt(this.exitCode);
-  }
-
-  /** stop everything and exit with `code` */
-  private async halt(code: number, reason?: string): Promise<void> {
-    if (reason) this.log.info(`Reason: ${reason}`);
-    if (code !== 0) this.exitCode = code;
-    if (this.workers.size > 0) {
-      this.stop(code === 0);
-      return;
-    }
-    if (this.halting) return;
-    this.halting = true;
-    clearInterval(this.tickTimer);
-    clearTimeout(this.stopDeadline);
-    if (this.started) this.log.info('Shutting down: Master');
-    await this.hooks.call('on_exit', this);
-    for (const [name, h] of this.signalHandlers) process.off(`SIG${name}`, h);
-    await this.metricsServer?.close();
-    await this.telemetry.shutdown();
-    closeAll(this.listeners, !this.upgradedTo);
-    this.pidfile?.unlink();
-    this.done(this.exitCode);
-  }
-
-  /** an error while starting (port in use, …) or a bug: stop the workers and exit */
-  private fail(e: unknown): void {
-    if (e instanceof ConfigError) {
-      process.stderr.write(e.message + '\n');
-      this.exitCode = e.exitCode;
-    } else {
-      this.log.critical(`master failed: ${(e as Error)?.stack ?? e}`);
-      this.exitCode = 1;
-    }
-    if (this.workers.size > 0) this.stop(false);
-    else void this.halt(this.exitCode);
   }
 }

@@ -2,8 +2,10 @@ import { existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 
 import { ConfigError } from '../config';
 import { pidAlive } from '../util/pid';
 
-
-/** gunicorn's --pid file: refuses to start over a live master, renamed to .oldbin on USR2, removed on exit. */
+/**
+ * gunicorn's --pid file: refuses to start over a live master, removed on exit. A master started by
+ * USR2 writes `FILE.2` and renames it to `FILE` when it is promoted (its parent, the old master, exited).
+ */
 export class Pidfile {
   constructor(public path: string) {}
 

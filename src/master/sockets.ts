@@ -4,6 +4,7 @@ import net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { ConfigError } from '../config';
 import type { Bind } from '../config/runner';
+import type { Logger } from '../util/logger';
 
 /** Node's raw listening handle (TCP or Pipe wrap): what node:cluster shares with its workers too. */
 export interface RawHandle {
@@ -31,7 +32,7 @@ const createServerHandle = (net as unknown as {
 
 function bindError(bind: string, code: number | string): ConfigError {
   const name = typeof code === 'number' ? getSystemErrorName(code) : code;
-  if (name === 'EADDRINUSE') return new ConfigError(`prefork-otel: connection in use: --bind ${bind} (EADDRINUSE): stop the other server or choose another address`, 1);
+  if (name === 'EADDRINUSE') return new ConfigError(`prefork-otel: connection in use: --bind ${bind} (EADDRINUSE): stop the other server or choose another address`, 1, 'port_in_use');
   if (name === 'EACCES') return new ConfigError(`prefork-otel: permission denied: --bind ${bind} (EACCES): use a port above 1023 or run with the needed privilege`, 1);
   if (name === 'EADDRNOTAVAIL') return new ConfigError(`prefork-otel: invalid --bind ${bind}: not an address of this machine (EADDRNOTAVAIL)`, 1);
   return new ConfigError(`prefork-otel: cannot listen on --bind ${bind} (${name})`, 1);
@@ -89,11 +90,43 @@ export async function bindOne(bind: Bind): Promise<Listener> {
   return { bind: { ...bind, port }, handle: h, url: `http://${family === 6 ? `[${address}]` : address}:${port}` };
 }
 
-/** Bind every --bind address, or close the ones already bound and throw. */
-export async function bindAll(binds: Bind[]): Promise<Listener[]> {
+/** How gunicorn names an address in its log: `('127.0.0.1', 8000)`, or a unix socket's path. */
+export function gunicornAddress(bind: Bind): string {
+  if (bind.kind === 'tcp') return `('${bind.host}', ${bind.port})`;
+  if (bind.kind === 'unix') return bind.path;
+  return `fd://${bind.fd}`;
+}
+
+/** gunicorn's create_sockets: an address in use is tried this many times, `BIND_RETRY_MS` apart */
+export const BIND_ATTEMPTS = 5;
+export const BIND_RETRY_MS = 1000;
+
+/**
+ * Bind every --bind address, or close the ones already bound and throw. An address in use is tried
+ * {@link BIND_ATTEMPTS} times, {@link BIND_RETRY_MS} apart, with gunicorn's log lines
+ * (`Connection in use: ('127.0.0.1', 8000)`, `Retrying in 1 second.`, `Can't connect to …`): during a
+ * USR2 upgrade or a rolling restart the old server may release it meanwhile. Other errors fail at once.
+ */
+export async function bindAll(binds: Bind[], log?: Logger, attempts = BIND_ATTEMPTS, retryMs = BIND_RETRY_MS): Promise<Listener[]> {
   const out: Listener[] = [];
   try {
-    for (const b of binds) out.push(await bindOne(b));
+    for (const b of binds) {
+      for (let i = 1; ; i++) {
+        try {
+          out.push(await bindOne(b));
+          break;
+        } catch (e) {
+          if (!(e instanceof ConfigError) || e.reason !== 'port_in_use' || !log) throw e;
+          log.error(`Connection in use: ${gunicornAddress(b)}`);
+          log.error('Retrying in 1 second.');
+          await new Promise((r) => setTimeout(r, retryMs));
+          if (i >= attempts) {
+            log.error(`Can't connect to ${gunicornAddress(b)}`);
+            throw e;
+          }
+        }
+      }
+    }
   } catch (e) {
     closeAll(out);
     throw e;

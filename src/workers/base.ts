@@ -42,8 +42,10 @@ export function toMaster(message: object): Promise<void> {
 export const heartbeat = {
   /** Date.now() of the stalest event loop of the process (gthread: the threads' too) */
   source: (): number => Date.now(),
+  /** Date.now() when the request in progress started (set by the sync class: BeatMessage.busySince) */
+  busySince: (): number | undefined => undefined,
   start(ms: number): void {
-    const beat = () => void toMaster({ [TAG]: 'beat', tick: heartbeat.source() });
+    const beat = () => void toMaster({ [TAG]: 'beat', tick: heartbeat.source(), busySince: heartbeat.busySince() });
     beat();
     setInterval(beat, ms).unref();
   },
@@ -128,7 +130,8 @@ export abstract class BaseWorker implements WorkerApi {
     if (this.aborted) return;
     this.aborted = true;
     this.alive = false;
-    this.log.critical(`WORKER TIMEOUT (pid:${this.pid}): event loop blocked for more than ${this.boot.timeout}s; aborting`);
+    // the master logs gunicorn's `WORKER TIMEOUT (pid:N)` (under its own pid) when it hears of this
+    this.log.critical(`event loop blocked for more than ${this.boot.timeout}s; aborting`);
     const send = (m: object) => { try { process.send?.(m); } catch { /* the master is gone */ } };
     send({ [TAG]: 'retire', reason: 'timeout' });
     const metrics = this.runtime.metrics;

@@ -10,7 +10,7 @@ import type { SocketHandle } from './acceptor';
 import { PrometheusEventletWorker, PrometheusGeventWorker } from './async';
 import { heartbeat, type BaseWorker } from './base';
 import { PrometheusThreadWorker } from './gthread';
-import { APP_LOAD_ERROR, BOOT_ENV, WORKER_BOOT_ERROR, isTagged, type ListenMessage, type WorkerBoot } from './protocol';
+import { BOOT_ENV, WORKER_BOOT_ERROR, isTagged, type ListenMessage, type WorkerBoot } from './protocol';
 import { PrometheusWorker } from './sync';
 
 const CLASSES: Record<WorkerKind, new (...a: ConstructorParameters<typeof PrometheusWorker>) => BaseWorker> = {
@@ -45,7 +45,8 @@ function fail(e: unknown, log: RunnerLog): never {
     process.exit(e.exitCode);
   }
   log.error(`Exception in worker process\n${(e as Error)?.stack ?? e}`);
-  process.exit(APP_LOAD_ERROR);
+  // gunicorn: an exception before the worker booted (the app threw at import) is WORKER_BOOT_ERROR
+  process.exit(WORKER_BOOT_ERROR);
 }
 
 async function main(): Promise<void> {
@@ -58,6 +59,9 @@ async function main(): Promise<void> {
   process.title = `prefork-otel: worker${boot.procName ? ` [${boot.procName}]` : ''}`;
   heartbeat.start(boot.beatMs);
   const log = new RunnerLog(boot.logLevel);
+  // gunicorn's lines, logged by the worker itself (under its own pid)
+  log.info(`Booting worker with pid: ${process.pid}`);
+  process.once('exit', () => log.info(`Worker exiting (pid: ${process.pid})`));
   let worker: BaseWorker;
   try {
     const config = loadConfig(process.env);

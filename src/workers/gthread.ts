@@ -146,7 +146,8 @@ export class PrometheusThreadWorker extends BaseWorker {
   private async abortStalledThread(index: number): Promise<void> {
     this.aborted = true;
     this.alive = false;
-    this.log.critical(`WORKER TIMEOUT (pid:${this.pid}): thread ${index}'s event loop blocked for more than ${this.boot.timeout}s; aborting`);
+    // the master logs gunicorn's `WORKER TIMEOUT (pid:N)` (under its own pid) when it hears of this
+    this.log.critical(`thread ${index}'s event loop blocked for more than ${this.boot.timeout}s; aborting`);
     await toMaster({ [TAG]: 'retire', reason: 'timeout' });
     const t = this.threads[index]!;
     const session = new Session();

@@ -4,7 +4,7 @@
  * fork; the listening sockets follow as IPC handles; the worker reports readiness, heartbeats and
  * the reason it is leaving.
  *   master → worker: { [TAG]: 'listen', index, copy } + the socket handle
- *   worker → master: { [TAG]: 'ready' } | { [TAG]: 'beat', tick } | { [TAG]: 'retire', reason }
+ *   worker → master: { [TAG]: 'ready' } | { [TAG]: 'beat', tick, busySince? } | { [TAG]: 'retire', reason }
  */
 import { TAG } from '../export/ipc';
 import type { AppSpec, RunnerSettings, WorkerKind } from '../config/runner';
@@ -36,8 +36,13 @@ export interface WorkerBoot extends Pick<RunnerSettings,
 
 export interface ListenMessage { [TAG]: 'listen'; index: number; copy: number }
 export interface ReadyMessage { [TAG]: 'ready' }
-/** `tick`: Date.now() of the stalest event loop of the worker (a gthread worker has several) */
-export interface BeatMessage { [TAG]: 'beat'; tick: number }
+/**
+ * `tick`: Date.now() of the stalest event loop of the worker (a gthread worker has several).
+ * `busySince` (optional; a sync worker): Date.now() when the request it is serving started — the
+ * master times a sync worker out when that request outlives --timeout, as gunicorn does, even if
+ * its event loop still ticks (the request waits on a timer or I/O).
+ */
+export interface BeatMessage { [TAG]: 'beat'; tick: number; busySince?: number }
 export interface RetireMessage { [TAG]: 'retire'; reason: RestartReason; signal?: string }
 export type WorkerMessage = ReadyMessage | BeatMessage | RetireMessage;
 

@@ -3,12 +3,22 @@ import { Session } from 'node:inspector';
 import { workerData } from 'node:worker_threads';
 import type { WatchdogData } from './watchdog';
 
-const { tick: buffer, timeoutMs, pollMs } = workerData as WatchdogData;
+const { tick: buffer, timeoutMs, pollMs, ppid: parent } = workerData as WatchdogData;
 const tick = new Float64Array(buffer);
 let fired = false;
+/** a worker whose master (`parent`) is gone (killed with SIGKILL) and whose loop is blocked ends here */
+const ORPHAN_STALL_MS = Math.max(1000, pollMs * 10);
 
 setInterval(() => {
-  if (fired || Date.now() - tick[0]! <= timeoutMs) return;
+  if (fired) return;
+  const stalled = Date.now() - tick[0]!;
+  // orphaned: the main loop would notice the IPC disconnect and leave gracefully, unless it is blocked
+  if (process.ppid !== parent && stalled > ORPHAN_STALL_MS) {
+    fired = true;
+    process.kill(process.pid, 'SIGKILL');
+    return;
+  }
+  if (stalled <= timeoutMs) return;
   fired = true;
   const session = new Session();
   session.connectToMainThread();

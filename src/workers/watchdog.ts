@@ -9,6 +9,8 @@ export interface WatchdogData {
   tick: SharedArrayBuffer;
   timeoutMs: number;
   pollMs: number;
+  /** the master's pid when the watchdog started (the thread may start later, after the master is gone) */
+  ppid: number;
 }
 
 /**
@@ -34,7 +36,7 @@ export class Watchdog {
     tick[0] = Date.now();
     this.timer = setInterval(() => { tick[0] = Date.now(); }, pollMs).unref();
     (globalThis as Record<symbol, unknown>)[ABORT] = this.onAbort;
-    const data: WatchdogData = { tick: tick.buffer as SharedArrayBuffer, timeoutMs: this.timeoutMs, pollMs };
+    const data: WatchdogData = { tick: tick.buffer as SharedArrayBuffer, timeoutMs: this.timeoutMs, pollMs, ppid: process.ppid };
     this.thread = new Worker(join(__dirname, 'watchdog-thread.js'), {
       workerData: data,
       resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2, stackSizeMb: 1 },
