@@ -10,11 +10,13 @@
  *    for the application processes.
  * Before answering, the serving process writes its own file, so every answer is built from files
  * alone and a counter never goes backwards from one scrape to the next, whichever process answers.
+ * When that write fails (a full disk, …) it warns once and answers with its own counts from memory.
+ * The directory is checked at start (checkMultiprocDir: ours or sticky, else one line and exit 2).
  * A preloaded process that forks node:cluster workers becomes their master (see PrimaryWatch): its
  * file carries the restarts it observed instead of worker series of its own.
  */
-import { ConfigError, ensureWritableDir, type ExporterConfig } from '../config';
-import { MultiprocReader, MultiprocWriter } from '../export/multiproc';
+import { ConfigError, type ExporterConfig } from '../config';
+import { MultiprocReader, MultiprocWriter, Warnings, checkMultiprocDir } from '../export/multiproc';
 import { serializePrometheus } from '../export/serializer';
 import { startMetricsServer } from '../export/server';
 import { PrimaryWatch } from './cluster';
@@ -22,21 +24,25 @@ import { endTimeoutMs, flushOnProcessEnd } from './lifecycle';
 import { processRuntime } from './single';
 
 export function startMultiproc(config: ExporterConfig): void {
-  const dir = ensureWritableDir('PROMETHEUS_MULTIPROC_DIR', config.multiprocDir!);
+  const dir = checkMultiprocDir('PROMETHEUS_MULTIPROC_DIR', config.multiprocDir!);
   const runtime = processRuntime(config);
   const watch = new PrimaryWatch(runtime);
-  const writer = new MultiprocWriter(dir, () => watch.localMetrics(), config.snapshotIntervalMs).start();
+  const warnings = new Warnings();
+  const writer = new MultiprocWriter(dir, () => watch.localMetrics(), config.snapshotIntervalMs, process.pid, warnings).start();
   flushOnProcessEnd({
     flush: () => writer.write(),
     flushSync: () => writer.writeFinalSync(watch.freshSync()),
   }, endTimeoutMs(config));
   if (!config.exporters.includes('prometheus')) return;
 
-  const reader = new MultiprocReader(dir);
+  const reader = new MultiprocReader(dir, { deadlineMs: config.scrapeTimeoutMs, warnings });
   const gather = async () => {
     const local = await watch.localMetrics();
     await writer.write(local);
-    return serializePrometheus({ resource: local.resource, scopeMetrics: await reader.union() }, config);
+    // our own write failed (ENOSPC, …): our fresh counts from memory instead of our (older) file
+    const own = writer.failing && writer.lastFile ? [writer.lastFile.snapshot.scopeMetrics] : [];
+    const scopeMetrics = await reader.union(own, own.length > 0 ? writer.name : undefined);
+    return serializePrometheus({ resource: local.resource, scopeMetrics }, config);
   };
   const attempt = () => {
     startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather }).catch((e: unknown) => {
