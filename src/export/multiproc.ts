@@ -30,7 +30,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   closeSync, constants as FS, fstatSync, lstatSync, mkdirSync, openSync, readSync, readlinkSync, renameSync, statSync,
-  unlinkSync, writeSync, type Stats,
+  unlinkSync, watch, writeSync, type FSWatcher, type Stats,
 } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -391,6 +391,28 @@ export function checkMultiprocDir(source: string, dir: string): string {
 }
 
 // ---------------------------------------------------------------------------------------------
+// fresh at scrape time: the serving process renames a marker into the directory; every writer watches
+// the directory (inotify) and writes its file at once; the reader waits (at most its deadline) for the
+// files of this instance's live processes to be rewritten, then reads.
+
+/** The marker a reader renames into the directory to ask every writer for a fresh file (not *.json: never read). */
+export const SCRAPE_MARKER = '.prefork-otel-scrape';
+/** A writer answers marker events at most this often (someone touching the marker in a loop costs this much). */
+const MIN_ASKED_GAP_MS = 50;
+
+async function writeMarker(dir: string): Promise<void> {
+  const tmp = tmpName(dir, SCRAPE_MARKER);
+  const fh = await open(tmp, CREATE_FLAGS, 0o666);
+  try {
+    await fh.close();
+    await rename(tmp, join(dir, SCRAPE_MARKER));
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // the writer
 
 /** mark_process_dead: keep the counters and histograms of an ended process, drop its gauges. */
@@ -411,6 +433,8 @@ export class MultiprocWriter {
   private base: ScopeMetrics[] = [];
   private timer: NodeJS.Timeout | undefined;
   private chain: Promise<unknown> = Promise.resolve();
+  private watcher: FSWatcher | undefined;
+  private asked: { at: number; queued: boolean } = { at: 0, queued: false };
 
   constructor(readonly dir: string, private readonly collect: () => Promise<ResourceMetrics>, readonly intervalMs: number,
     readonly pid = process.pid, private readonly warnings = new Warnings()) {
@@ -426,12 +450,43 @@ export class MultiprocWriter {
     }
     void this.write().catch(() => undefined);
     this.timer = setInterval(() => void this.write().catch(() => undefined), this.intervalMs).unref();
+    this.watchMarker();
     return this;
+  }
+
+  /** Write at once when a reader asks (SCRAPE_MARKER renamed into the directory); without inotify, periodic writes only. */
+  private watchMarker(): void {
+    try {
+      this.watcher = watch(this.dir, { persistent: false }, (_event, file) => {
+        if (file === SCRAPE_MARKER) this.onAsked();
+      });
+      this.watcher.on('error', () => this.unwatch());
+    } catch (e) {
+      this.warnings.warn(`watch:${errorCode(e)}`, `cannot watch ${this.dir} (${errorCode(e)}): this process's file is refreshed every snapshot interval only`);
+    }
+  }
+
+  private onAsked(): void {
+    if (this.asked.queued) return;
+    const wait = this.asked.at + MIN_ASKED_GAP_MS - Date.now();
+    this.asked.queued = true;
+    const run = () => {
+      this.asked = { at: Date.now(), queued: false };
+      void this.write().catch(() => undefined);
+    };
+    if (wait > 0) setTimeout(run, wait).unref();
+    else run();
+  }
+
+  private unwatch(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.unwatch();
   }
 
   private file(snap: Snapshot): MultiprocFile {
@@ -513,6 +568,8 @@ export class MultiprocReader {
   /** last good contents per file name (served when a read is abandoned; skipped when a file is unchanged) */
   private readonly known = new Map<string, Known>();
   private pending = 0;
+  /** files of live processes that did not answer the last marker (name → when asked) */
+  private readonly deaf = new Map<string, number>();
   private readonly deadlineMs: number;
   private readonly maxFileBytes: number;
   readonly warnings: Warnings;
@@ -622,6 +679,51 @@ export class MultiprocReader {
     return out;
   }
 
+  /**
+   * Ask every writer for a fresh file and wait, at most the read deadline, until the files of this
+   * instance's live processes (other than `own`) have been rewritten. Files of other hosts or
+   * containers cannot be asked (no shared inotify); they are as fresh as their last periodic write.
+   */
+  async freshen(own?: string): Promise<void> {
+    const end = Date.now() + this.deadlineMs;
+    const names = await this.listNames(end, own);
+    if (!names) return;
+    const prefix = `${processInstance()}_`;
+    const waiting = new Set(names.filter((n) => {
+      if (!n.startsWith(prefix)) return false;
+      const pid = Number(n.slice(prefix.length, -'.json'.length));
+      if (!isPid(pid) || pid === process.pid || !pidAlive(pid)) return false;
+      const k = this.known.get(n);
+      const deafSince = this.deaf.get(n);
+      // a file that did not answer last time is not waited for again until it has been rewritten since
+      if (deafSince !== undefined && !(k && k.f.writtenAt > deafSince)) return false;
+      this.deaf.delete(n);
+      return !k?.f.dead;
+    }));
+    if (waiting.size === 0) return;
+    const asked = Date.now();
+    let watcher: FSWatcher | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      const done = () => resolve();
+      timer = setTimeout(done, Math.max(0, end - Date.now()));
+      try {
+        watcher = watch(this.dir, { persistent: false }, (_event, file) => {
+          if (typeof file === 'string' && waiting.delete(file) && waiting.size === 0) done();
+        });
+        watcher.on('error', done);
+      } catch {
+        done();
+        return;
+      }
+      writeMarker(this.dir).catch(done);
+    });
+    clearTimeout(timer);
+    watcher?.close();
+    if (this.deaf.size > MAX_FILES) this.deaf.clear();
+    for (const n of waiting) this.deaf.set(n, asked);
+  }
+
   /** The union of the directory (plus `extra` sources), each metric once; equal series are added up. */
   async union(extra: ScopeMetrics[][] = [], skip?: string): Promise<ScopeMetrics[]> {
     return mergeScopeMetrics([...extra, ...await this.sources(skip)], true);
@@ -629,6 +731,7 @@ export class MultiprocReader {
 
   /** The exposition text of the union, with `resource` (the serving process's) as target_info. */
   async scrape(resource: Resource, opts: { targetInfo: boolean }): Promise<string> {
+    await this.freshen();
     return serializePrometheus({ resource, scopeMetrics: await this.union() }, opts);
   }
 }

@@ -37,7 +37,8 @@ export function startMultiproc(config: ExporterConfig): void {
 
   const reader = new MultiprocReader(dir, { deadlineMs: config.scrapeTimeoutMs, warnings });
   const gather = async () => {
-    const local = await watch.localMetrics();
+    // ask the other processes for fresh files while collecting and writing our own
+    const [local] = await Promise.all([watch.localMetrics(), reader.freshen(writer.name)]);
     await writer.write(local);
     // our own write failed (ENOSPC, …): our fresh counts from memory instead of our (older) file
     const own = writer.failing && writer.lastFile ? [writer.lastFile.snapshot.scopeMetrics] : [];
