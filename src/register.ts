@@ -59,7 +59,7 @@ function main(): void {
       case 'none':
         return;
       case 'multiproc':
-        startMultiproc(config);
+        startMultiproc(config, env);
         return;
       case 'cluster-worker':
         startClusterWorker(config);

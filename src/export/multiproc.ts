@@ -730,8 +730,8 @@ export class MultiprocReader {
   }
 
   /** The exposition text of the union, with `resource` (the serving process's) as target_info. */
-  async scrape(resource: Resource, opts: { targetInfo: boolean }): Promise<string> {
-    await this.freshen();
-    return serializePrometheus({ resource, scopeMetrics: await this.union() }, opts);
+  async scrape(resource: Resource, opts: { targetInfo: boolean }, extra: () => Promise<ScopeMetrics[][]> = async () => []): Promise<string> {
+    const [more] = await Promise.all([extra(), this.freshen()]);
+    return serializePrometheus({ resource, scopeMetrics: await this.union(more) }, opts);
   }
 }

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import {
   ConfigError, exitOnUserError, loadConfig, parseHost, parsePath, parsePort,
 } from '../config';
+import { HostMetricsSource } from '../export/host-metrics';
 import { MultiprocReader, checkMultiprocDir } from '../export/multiproc';
 import { processResource } from '../export/resource';
 import { startMetricsServer, type MetricsServer } from '../export/server';
@@ -88,9 +89,11 @@ export async function runExporter(argv: string[]): Promise<void> {
     const config = loadConfig();
     const resource = processResource(config);
     const reader = new MultiprocReader(o.dir, { deadlineMs: config.scrapeTimeoutMs });
+    // PREFORK_OTEL_HOST_METRICS=true: the exporter is the one process of the host that serves them
+    const host = HostMetricsSource.start();
     server = await startMetricsServer({
       host: o.host, port: o.port, path: o.path, ref: true,
-      gather: () => reader.scrape(resource, config),
+      gather: () => reader.scrape(resource, config, async () => (host ? [await host.collect()] : [])),
     });
   } catch (e) {
     exitOnUserError(e);

@@ -15,7 +15,9 @@
  * A preloaded process that forks node:cluster workers becomes their master (see PrimaryWatch): its
  * file carries the restarts it observed instead of worker series of its own.
  */
+import cluster from 'node:cluster';
 import { ConfigError, type ExporterConfig } from '../config';
+import { HostMetricsSource, hostMetricsRequested } from '../export/host-metrics';
 import { MultiprocReader, MultiprocWriter, Warnings, checkMultiprocDir } from '../export/multiproc';
 import { serializePrometheus } from '../export/serializer';
 import { startMetricsServer } from '../export/server';
@@ -23,7 +25,9 @@ import { PrimaryWatch } from './cluster';
 import { endTimeoutMs, flushOnProcessEnd } from './lifecycle';
 import { processRuntime } from './single';
 
-export function startMultiproc(config: ExporterConfig): void {
+/** `env`: the application's environment (modes/pm2.ts: under PM2 cluster mode it is not process.env yet). */
+export function startMultiproc(config: ExporterConfig, env: Record<string, string | undefined> = process.env): void {
+  const wantHost = hostMetricsRequested(env);
   const dir = checkMultiprocDir('PROMETHEUS_MULTIPROC_DIR', config.multiprocDir!);
   const runtime = processRuntime(config);
   const watch = new PrimaryWatch(runtime);
@@ -36,17 +40,28 @@ export function startMultiproc(config: ExporterConfig): void {
   if (!config.exporters.includes('prometheus')) return;
 
   const reader = new MultiprocReader(dir, { deadlineMs: config.scrapeTimeoutMs, warnings });
+  // host metrics (PREFORK_OTEL_HOST_METRICS=true): from the process serving the endpoint only, never in the files;
+  // node:cluster workers (PM2 cluster mode) all answer on the shared port, so they serve the host-wide system.* only
+  let host: HostMetricsSource | undefined;
   const gather = async () => {
     // ask the other processes for fresh files while collecting and writing our own
-    const [local] = await Promise.all([watch.localMetrics(), reader.freshen(writer.name)]);
+    const [local, hostScopes] = await Promise.all([watch.localMetrics(), host?.collect(), reader.freshen(writer.name)]);
     await writer.write(local);
     // our own write failed (ENOSPC, …): our fresh counts from memory instead of our (older) file
     const own = writer.failing && writer.lastFile ? [writer.lastFile.snapshot.scopeMetrics] : [];
-    const scopeMetrics = await reader.union(own, own.length > 0 ? writer.name : undefined);
+    if (hostScopes) own.push(hostScopes);
+    const scopeMetrics = await reader.union(own, writer.failing && writer.lastFile ? writer.name : undefined);
     return serializePrometheus({ resource: local.resource, scopeMetrics }, config);
   };
   const attempt = () => {
-    startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather }).catch((e: unknown) => {
+    startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather }).then(() => {
+      if (!wantHost || host) return;
+      try {
+        host = HostMetricsSource.start({ systemOnly: cluster.isWorker, env });
+      } catch (e) {
+        process.stderr.write(`${e instanceof Error ? e.message : String(e)}; serving without host metrics\n`);
+      }
+    }, (e: unknown) => {
       if (e instanceof ConfigError && e.message.includes('EADDRINUSE')) {
         setTimeout(attempt, config.snapshotIntervalMs).unref();
         return;
