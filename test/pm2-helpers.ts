@@ -8,8 +8,10 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { ROOT, tmpDir } from './helpers';
 
-export const PM2_BIN = join(ROOT, 'node_modules/pm2/bin/pm2');
-export const PM2_RUNTIME_BIN = join(ROOT, 'node_modules/pm2/bin/pm2-runtime');
+/** the pm2 package: the devDependency, or another version's directory in PM2_PACKAGE_DIR (e.g. a 5.x installed under /tmp) */
+const PM2_DIR = process.env.PM2_PACKAGE_DIR || join(ROOT, 'node_modules/pm2');
+export const PM2_BIN = join(PM2_DIR, 'bin/pm2');
+export const PM2_RUNTIME_BIN = join(PM2_DIR, 'bin/pm2-runtime');
 
 export interface Pm2Proc { pid: number; name: string; status: string; pmId: number; instance: unknown }
 
