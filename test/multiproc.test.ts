@@ -161,16 +161,21 @@ describe('PROMETHEUS_MULTIPROC_DIR with three independent processes and the expo
     const proc = startNode(['-r', REGISTER_CJS, '-e', script], {
       PROMETHEUS_MULTIPROC_DIR: dir, PREFORK_OTEL_SNAPSHOT_INTERVAL: '3600', OTEL_METRICS_EXPORTER: 'none',
     });
-    await waitForHttp(`http://127.0.0.1:${port}/ready`);
-    for (let k = 0; k < 8; k++) await hit(`http://127.0.0.1:${port}/orders/${k}`);
-    const pid = String(proc.child.pid);
-    expect(requestsInFile(dir, pid)).toBe(0); // only the start-up file (and no scrape in between to refresh it)
-    await hit(`http://127.0.0.1:${port}/exit`);
-    expect((await proc.exited).code).toBe(3);
-    const s = await scrape(exporterPort);
-    expect(requestsOf(s, pid)).toBe(1 + 8 + 1);
-    expect(value(s, 'gunicorn_worker_requests_total', { worker_id: pid, endpoint: '/orders/:id' })).toBe(8);
-    expect(select(s, 'gunicorn_worker_uptime_seconds', { worker_id: pid })).toEqual([]);
+    try {
+      await waitForHttp(`http://127.0.0.1:${port}/ready`);
+      for (let k = 0; k < 8; k++) await hit(`http://127.0.0.1:${port}/orders/${k}`);
+      const pid = String(proc.child.pid);
+      await waitFor(() => readdirSync(dir).some((n) => n.endsWith(`_${pid}.json`)), 15_000, 'the start-up file');
+      expect(requestsInFile(dir, pid)).toBe(0); // only the start-up file (and no scrape in between to refresh it)
+      await hit(`http://127.0.0.1:${port}/exit`);
+      expect((await proc.exited).code).toBe(3);
+      const s = await scrape(exporterPort);
+      expect(requestsOf(s, pid)).toBe(1 + 8 + 1);
+      expect(value(s, 'gunicorn_worker_requests_total', { worker_id: pid, endpoint: '/orders/:id' })).toBe(8);
+      expect(select(s, 'gunicorn_worker_uptime_seconds', { worker_id: pid })).toEqual([]);
+    } finally {
+      await proc.stop('SIGKILL');
+    }
   });
 });
 
