@@ -58,7 +58,7 @@ describe('hostile files in the directory', () => {
       return { proc, port, pid: String(proc.child.pid), sent: 1 };
     }));
     // a valid file to make bad ones from
-    const honest = readdirSync(dir).find((n) => n.endsWith(`_${apps[0]!.pid}.json`))!;
+    const honest = await waitFor(() => readdirSync(dir).find((n) => n.endsWith(`_${apps[0]!.pid}.json`)), 15_000, 'a start-up file');
     const template = JSON.parse(readFileSync(join(dir, honest), 'utf8'));
     const fake = (pid: number, edit: (f: any) => void = () => undefined) => {
       const f = structuredClone(template);
@@ -203,7 +203,8 @@ describe('the writer: full disk, planted links, the directory check, file modes'
     });
     try {
       await waitForHttp(`http://127.0.0.1:${appPort}/ready`);
-      const name = readdirSync(dir).find((n) => n.endsWith(`_${proc.child.pid}.json`))!;
+      // the start-up file is written asynchronously: it may land just after the first answer
+      const name = await waitFor(() => readdirSync(dir).find((n) => n.endsWith(`_${proc.child.pid}.json`)), 15_000, 'the start-up file');
       const links = new Set<string>();
       for (let seq = 1; seq <= 300; seq++) {
         const link = `.${name}.${proc.child.pid}.${seq}.tmp`;

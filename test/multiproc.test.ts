@@ -73,13 +73,13 @@ describe('PROMETHEUS_MULTIPROC_DIR with three independent processes and the expo
       a.sent += plan[i]! + 1;
     }
     const expected = apps.reduce((n, a) => n + a.sent, 0) + quiet.sent;
-    // the quiet process's periodic write is an hour away, yet its file holds its /ready probe: the exporter's
-    // first scrape (the readiness wait in beforeAll) asked every process for a fresh file (SCRAPE_MARKER)
-    expect(requestsInFile(dir, quiet.pid)).toBe(quiet.sent);
     await waitFor(async () => {
       const s = await scrape(exporterPort);
       return [...apps, quiet].every((a) => requestsOf(s, a.pid) === a.sent);
     }, 15_000, 'every file written');
+    // the quiet process's periodic write is an hour away, yet its file holds its /ready probe: a scrape
+    // asks every process for a fresh file (SCRAPE_MARKER)
+    expect(requestsInFile(dir, quiet.pid)).toBe(quiet.sent);
     const text = await scrapeText(exporterPort);
     const s = parseMetrics(text);
     for (let i = 0; i < 3; i++) {

@@ -19,9 +19,9 @@
  *  - a file is opened with O_RDONLY|O_NONBLOCK|O_NOFOLLOW (a symlink fails with ELOOP, a FIFO opens
  *    without waiting for a writer), fstat'ed, and read only if it is a regular file of at most
  *    MAX_FILE_BYTES; the reads of one scrape run at most READ_CONCURRENCY at a time and are abandoned
- *    after the scrape's read deadline (the file's last good contents are served instead); while
- *    MAX_PENDING_READS abandoned reads still hold libuv threadpool threads, no new read starts, so the
- *    directory can never hold more than that many of the pool's threads (UV_THREADPOOL_SIZE, default 4);
+ *    after the scrape's read deadline (the file's last good contents are served instead); every file
+ *    system operation of the reader takes one of IO_SLOTS slots and keeps it until it settles, so the
+ *    directory can never hold more than IO_SLOTS of the pool's threads (UV_THREADPOOL_SIZE, default 4);
  *  - the content is validated completely (validateFile) before it is merged: a bad file costs that
  *    file only, with one warning naming it (rate-limited), never the scrape;
  *  - temporary files are created with O_CREAT|O_EXCL|O_NOFOLLOW under an unpredictable name, with the
@@ -64,8 +64,13 @@ export const MAX_FILE_BYTES = 16 * 1024 * 1024;
 export const MAX_FILES = 10_000;
 /** Files read at the same time during one scrape. */
 export const READ_CONCURRENCY = 2;
-/** Abandoned (still pending) reads that may hold threadpool threads before no new read starts. */
-export const MAX_PENDING_READS = 2;
+/**
+ * File system operations on the directory (readdir, reads, dead-marking rewrites) in flight at once, over
+ * all scrapes, abandoned ones included: an operation holds its slot until it settles, even after its
+ * scrape's deadline gave up on it. So the directory never holds more than this many libuv threadpool
+ * threads, whatever hangs in it.
+ */
+export const IO_SLOTS = 2;
 /** Default deadline for reading the whole directory in one scrape. */
 export const DEFAULT_READ_DEADLINE_MS = 1000;
 
@@ -567,7 +572,9 @@ export interface ReaderOptions {
 export class MultiprocReader {
   /** last good contents per file name (served when a read is abandoned; skipped when a file is unchanged) */
   private readonly known = new Map<string, Known>();
-  private pending = 0;
+  /** IO_SLOTS: operations in flight (abandoned ones included), and who waits for a slot */
+  private busy = 0;
+  private readonly waiters: (() => void)[] = [];
   /** files of live processes that did not answer the last marker (name → when asked) */
   private readonly deaf = new Map<string, number>();
   private readonly deadlineMs: number;
@@ -587,18 +594,58 @@ export class MultiprocReader {
     this.warnings.warn(`skip:${name}:${problem}`, `multiproc file skipped: ${join(this.dir, name)}: ${problem}`);
   }
 
-  /** A promise that settles within the deadline (undefined on time-out); the work is counted as pending until it settles. */
-  private bounded<T>(work: Promise<T>, end: number): Promise<T | undefined> {
-    this.pending++;
-    const settled = work.finally(() => { this.pending--; });
-    const ms = Math.max(0, end - Date.now());
+  /** Take a slot before `end`; false when none came free in time. */
+  private slot(end: number): Promise<boolean> {
+    if (this.busy < IO_SLOTS) {
+      this.busy++;
+      return Promise.resolve(true);
+    }
+    return new Promise((resolve) => {
+      const take = () => {
+        clearTimeout(timer);
+        this.busy++;
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        const i = this.waiters.indexOf(take);
+        if (i >= 0) this.waiters.splice(i, 1);
+        resolve(false);
+      }, Math.max(0, end - Date.now()));
+      timer.unref?.();
+      this.waiters.push(take);
+    });
+  }
+
+  private release(): void {
+    this.busy--;
+    this.waiters.shift()?.();
+  }
+
+  /**
+   * Run `work` in a slot, giving up on it at `end`: resolves with its result, or undefined when no slot
+   * came free or the work did not finish in time (it keeps its slot until it settles); rejects if it failed.
+   */
+  private async bounded<T>(work: () => Promise<T>, end: number): Promise<T | undefined> {
+    if (!await this.slot(end)) return undefined;
+    let settled: Promise<T>;
+    try {
+      settled = work();
+    } catch (e) {
+      this.release();
+      throw e;
+    }
+    settled.then(() => this.release(), () => this.release());
     let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<undefined>((r) => { timer = setTimeout(r, ms, undefined); timer.unref?.(); });
-    return Promise.race([settled.catch(() => undefined), late]).finally(() => clearTimeout(timer));
+    const late = new Promise<undefined>((r) => { timer = setTimeout(r, Math.max(0, end - Date.now()), undefined); timer.unref?.(); });
+    try {
+      return await Promise.race([settled, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async listNames(end: number, skip?: string): Promise<string[] | undefined> {
-    const names = await this.bounded(readdir(this.dir), end).catch((e: unknown) => {
+    const names = await this.bounded(() => readdir(this.dir), end).catch((e: unknown) => {
       this.warnings.warn(`readdir:${errorCode(e)}`, `cannot read the multiproc directory ${this.dir} (${errorCode(e)}): serving the files read before`);
       return undefined;
     });
@@ -614,8 +661,8 @@ export class MultiprocReader {
   /** Read (or, on time-out, remember) one file; undefined: nothing to serve from it. */
   private async readOne(name: string, end: number): Promise<{ f: MultiprocFile; stale: boolean } | undefined> {
     const prev = this.known.get(name);
-    if (this.pending >= MAX_PENDING_READS || Date.now() >= end) return prev && { f: prev.f, stale: true };
-    const r = await this.bounded(readRegular(join(this.dir, name), this.maxFileBytes, prev?.st), end);
+    if (Date.now() >= end) return prev && { f: prev.f, stale: true };
+    const r = await this.bounded(() => readRegular(join(this.dir, name), this.maxFileBytes, prev?.st), end);
     if (r === undefined) {
       this.warnings.warn(`slow:${name}`, `multiproc file ${join(this.dir, name)} not read within ${this.deadlineMs} ms: serving its last contents`);
       return prev && { f: prev.f, stale: true };
@@ -661,7 +708,7 @@ export class MultiprocReader {
               f = deadVersion(f);
               state.dead = true;
               this.known.delete(name);
-              await this.bounded(writeAtomic(this.dir, name, f), end);
+              await this.bounded(() => writeAtomic(this.dir, name, f), end).catch(() => undefined);
             }
           } else if (now - f.writtenAt > STALE_AFTER_INTERVALS * f.intervalMs + STALE_GRACE_MS) {
             // another host / container: its pids mean nothing here; a file not rewritten for a while is taken as ended
