@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { exitOnUserError, loadConfig, type ExporterConfig } from './config';
 import { isOurClusterWorker, startClusterPrimary, startClusterWorker } from './modes/cluster';
 import { startMultiproc } from './modes/multiproc';
+import { appEnv, pm2ClusterWarning, pm2Process } from './modes/pm2';
 import { startSingleProcess } from './modes/single';
 
 const LOADED = Symbol.for('prefork-otel.register');
@@ -46,26 +47,31 @@ function main(): void {
   const role = process.env.PREFORK_OTEL_ROLE;
   if (role === 'runner-master' || role === 'runner-worker' || isRunnerCli()) return;
   let config: ExporterConfig;
+  // PM2 cluster mode hands the app's env over in process.env.pm2_env, copied only after preloads ran (modes/pm2.ts)
+  const env = appEnv();
   try {
-    config = loadConfig();
+    config = loadConfig(env);
   } catch (e) {
     exitOnUserError(e);
   }
   try {
-    switch (chooseMode(config)) {
+    switch (chooseMode(config, env)) {
       case 'none':
         return;
       case 'multiproc':
-        startMultiproc(config);
+        startMultiproc(config, env);
         return;
       case 'cluster-worker':
         startClusterWorker(config);
         return;
-      case 'foreign-cluster-worker':
-        process.stderr.write(`prefork-otel: pid ${process.pid} is a node:cluster worker of a primary without the preload (PM2 cluster mode?): `
+      case 'foreign-cluster-worker': {
+        const pm2 = pm2Process(env);
+        if (pm2) process.stderr.write(pm2ClusterWarning(pm2));
+        else process.stderr.write(`prefork-otel: pid ${process.pid} is a node:cluster worker of a primary without the preload (PM2 cluster mode?): `
           + 'each scrape reaches one worker only; set PROMETHEUS_MULTIPROC_DIR to serve all workers\' metrics\n');
         startSingleProcess(config).catch(exitOnUserError);
         return;
+      }
       case 'primary':
         startClusterPrimary(config).catch(exitOnUserError);
         return;

@@ -20,6 +20,17 @@ function requestsOf(s: Sample[], pid: string): number {
   return total(s, 'gunicorn_worker_requests_total', { worker_id: pid });
 }
 
+/** gunicorn_worker_requests_total as the process's file holds it now (read directly: no scrape asks for a fresh file) */
+function requestsInFile(dir: string, pid: string): number {
+  const name = readdirSync(dir).find((n) => n.endsWith(`_${pid}.json`))!;
+  const f = JSON.parse(readFileSync(join(dir, name), 'utf8'));
+  let n = 0;
+  for (const sm of f.snapshot.scopeMetrics) {
+    for (const m of sm.metrics) if (m.descriptor.name === 'gunicorn_worker_requests_total') for (const p of m.dataPoints) n += p.value;
+  }
+  return n;
+}
+
 describe('PROMETHEUS_MULTIPROC_DIR with three independent processes and the exporter', () => {
   const dir = tmpDir('prefork-otel-multiproc-');
   let apps: App[] = [];
@@ -62,11 +73,13 @@ describe('PROMETHEUS_MULTIPROC_DIR with three independent processes and the expo
       a.sent += plan[i]! + 1;
     }
     const expected = apps.reduce((n, a) => n + a.sent, 0) + quiet.sent;
-    // the quiet process has not written since it started: only its start-up file (no requests yet)
     await waitFor(async () => {
       const s = await scrape(exporterPort);
-      return apps.every((a) => requestsOf(s, a.pid) === a.sent);
+      return [...apps, quiet].every((a) => requestsOf(s, a.pid) === a.sent);
     }, 15_000, 'every file written');
+    // the quiet process's periodic write is an hour away, yet its file holds its /ready probe: a scrape
+    // asks every process for a fresh file (SCRAPE_MARKER)
+    expect(requestsInFile(dir, quiet.pid)).toBe(quiet.sent);
     const text = await scrapeText(exporterPort);
     const s = parseMetrics(text);
     for (let i = 0; i < 3; i++) {
@@ -76,8 +89,8 @@ describe('PROMETHEUS_MULTIPROC_DIR with three independent processes and the expo
       expect(value(s, 'gunicorn_worker_uptime_seconds', { worker_id: a.pid })).toBeGreaterThan(0);
       expect(value(s, 'gunicorn_worker_memory_bytes', { worker_id: a.pid })).toBeGreaterThan(0);
     }
-    expect(total(s, 'gunicorn_worker_requests_total')).toBe(expected - quiet.sent);
-    expect(total(s, 'gunicorn_worker_request_duration_seconds_count')).toBe(expected - quiet.sent);
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(expected);
+    expect(total(s, 'gunicorn_worker_request_duration_seconds_count')).toBe(expected);
     const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
     expect(check.stderr + check.stdout).toBe('');
     expect(check.status).toBe(0);
@@ -129,7 +142,8 @@ describe('PROMETHEUS_MULTIPROC_DIR with three independent processes and the expo
   it('SIGTERM: a process whose periodic snapshot is far away still writes its final counts', async () => {
     for (let k = 0; k < 5; k++) await hit(`http://127.0.0.1:${quiet.port}/items/${k}`);
     quiet.sent += 5;
-    expect(requestsOf(await scrape(exporterPort), quiet.pid)).toBe(0);
+    // no scrape in between (a scrape would ask for a fresh file): the file holds the count of the first test's scrape only
+    expect(requestsInFile(dir, quiet.pid)).toBe(1);
     const end = await quiet.proc.stop('SIGTERM');
     expect(end.signal).toBe('SIGTERM'); // it still ends the way SIGTERM ends a process
     const s = await scrape(exporterPort);
@@ -147,16 +161,21 @@ describe('PROMETHEUS_MULTIPROC_DIR with three independent processes and the expo
     const proc = startNode(['-r', REGISTER_CJS, '-e', script], {
       PROMETHEUS_MULTIPROC_DIR: dir, PREFORK_OTEL_SNAPSHOT_INTERVAL: '3600', OTEL_METRICS_EXPORTER: 'none',
     });
-    await waitForHttp(`http://127.0.0.1:${port}/ready`);
-    for (let k = 0; k < 8; k++) await hit(`http://127.0.0.1:${port}/orders/${k}`);
-    const pid = String(proc.child.pid);
-    expect(requestsOf(await scrape(exporterPort), pid)).toBe(0);
-    await hit(`http://127.0.0.1:${port}/exit`);
-    expect((await proc.exited).code).toBe(3);
-    const s = await scrape(exporterPort);
-    expect(requestsOf(s, pid)).toBe(1 + 8 + 1);
-    expect(value(s, 'gunicorn_worker_requests_total', { worker_id: pid, endpoint: '/orders/:id' })).toBe(8);
-    expect(select(s, 'gunicorn_worker_uptime_seconds', { worker_id: pid })).toEqual([]);
+    try {
+      await waitForHttp(`http://127.0.0.1:${port}/ready`);
+      for (let k = 0; k < 8; k++) await hit(`http://127.0.0.1:${port}/orders/${k}`);
+      const pid = String(proc.child.pid);
+      await waitFor(() => readdirSync(dir).some((n) => n.endsWith(`_${pid}.json`)), 15_000, 'the start-up file');
+      expect(requestsInFile(dir, pid)).toBe(0); // only the start-up file (and no scrape in between to refresh it)
+      await hit(`http://127.0.0.1:${port}/exit`);
+      expect((await proc.exited).code).toBe(3);
+      const s = await scrape(exporterPort);
+      expect(requestsOf(s, pid)).toBe(1 + 8 + 1);
+      expect(value(s, 'gunicorn_worker_requests_total', { worker_id: pid, endpoint: '/orders/:id' })).toBe(8);
+      expect(select(s, 'gunicorn_worker_uptime_seconds', { worker_id: pid })).toEqual([]);
+    } finally {
+      await proc.stop('SIGKILL');
+    }
   });
 });
 

@@ -19,6 +19,7 @@ import { Aggregator } from '../export/aggregator';
 import { WorkerLink } from '../export/ipc';
 import { serializePrometheus } from '../export/serializer';
 import { startMetricsServer, type MetricsServer } from '../export/server';
+import { startHostMetrics } from '../export/host-metrics';
 import type { Snapshot } from '../export/snapshot';
 import { Telemetry } from '../export/telemetry';
 import { HookRunner, type ServerApi, type WorkerInfo } from '../hooks/server';
@@ -97,6 +98,7 @@ export class Arbiter implements ServerApi {
     this.numWorkers = cfg.workers;
     this.telemetry = new Telemetry(exporter, []);
     otelMetrics.setGlobalMeterProvider(this.telemetry.meterProvider);
+    startHostMetrics(this.telemetry.meterProvider); // PREFORK_OTEL_HOST_METRICS=true: the master is the one process of the host
     this.aggregator = new Aggregator(exporter.scrapeTimeoutMs, exporter.retentionMs);
     this.hooks = new HookRunner(cfg.hooks, log);
   }

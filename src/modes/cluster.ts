@@ -15,6 +15,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { ResourceMetrics, ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
 import { Aggregator } from '../export/aggregator';
+import { startHostMetrics } from '../export/host-metrics';
 import { internalChannel, SnapshotResponder, TAG, WorkerLink, type SnapshotMessage } from '../export/ipc';
 import { serializePrometheus } from '../export/serializer';
 import { freshenSnapshot } from '../export/snapshot';
@@ -117,6 +118,7 @@ export class PrimaryWatch {
 export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
   process.env[PRIMARY_ENV] = String(process.pid);
   const runtime = processRuntime(config);
+  startHostMetrics(runtime.telemetry.meterProvider); // PREFORK_OTEL_HOST_METRICS=true: the one process of the host
   const aggregator = new Aggregator(config.scrapeTimeoutMs, config.retentionMs);
   const links = new Map<number, WorkerLink>();
   const watch = new PrimaryWatch(runtime, {

@@ -6,9 +6,10 @@
  */
 import { parseArgs } from 'node:util';
 import {
-  ConfigError, ensureWritableDir, exitOnUserError, loadConfig, parseHost, parsePath, parsePort,
+  ConfigError, exitOnUserError, loadConfig, parseHost, parsePath, parsePort,
 } from '../config';
-import { MultiprocReader } from '../export/multiproc';
+import { HostMetricsSource } from '../export/host-metrics';
+import { MultiprocReader, checkMultiprocDir } from '../export/multiproc';
 import { processResource } from '../export/resource';
 import { startMetricsServer, type MetricsServer } from '../export/server';
 
@@ -65,8 +66,8 @@ export function exporterOptions(argv: string[], env: NodeJS.ProcessEnv = process
     port: values.port !== undefined ? parsePort('--port', values.port) : config.metricsPort,
     host: values.bind !== undefined ? parseHost('--bind', values.bind) : config.bindAddress,
     dir: values.dir !== undefined
-      ? ensureWritableDir('--dir', values.dir)
-      : ensureWritableDir('PROMETHEUS_MULTIPROC_DIR', config.multiprocDir ?? DEFAULT_MULTIPROC_DIR),
+      ? checkMultiprocDir('--dir', values.dir)
+      : checkMultiprocDir('PROMETHEUS_MULTIPROC_DIR', config.multiprocDir ?? DEFAULT_MULTIPROC_DIR),
     path: values.path !== undefined ? parsePath('--path', values.path) : config.metricsPath,
     help: false,
   };
@@ -87,10 +88,12 @@ export async function runExporter(argv: string[]): Promise<void> {
     }
     const config = loadConfig();
     const resource = processResource(config);
-    const reader = new MultiprocReader(o.dir);
+    const reader = new MultiprocReader(o.dir, { deadlineMs: config.scrapeTimeoutMs });
+    // PREFORK_OTEL_HOST_METRICS=true: the exporter is the one process of the host that serves them
+    const host = HostMetricsSource.start();
     server = await startMetricsServer({
       host: o.host, port: o.port, path: o.path, ref: true, web: config,
-      gather: () => reader.scrape(resource, config),
+      gather: () => reader.scrape(resource, config, async () => (host ? [await host.collect()] : [])),
     });
   } catch (e) {
     exitOnUserError(e);

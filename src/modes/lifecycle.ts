@@ -1,3 +1,4 @@
+import { constants as osConstants } from 'node:os';
 import type { ExporterConfig } from '../config';
 import { shutdownTelemetry } from '../export/telemetry';
 import { withDeadline } from '../util/time';
@@ -66,6 +67,8 @@ export function flushOnProcessEnd(f: FinalFlush, timeoutMs: number): void {
       void beforeSignalExit().then(() => {
         process.removeListener(sig, onSignal);
         process.kill(process.pid, sig);
+        // as PID 1 (a container's init) the kernel drops a signal whose action is the default: end as a shell reports it
+        if (process.pid === 1) process.exit(128 + osConstants.signals[sig]);
       });
     };
     process.on(sig, onSignal);
