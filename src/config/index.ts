@@ -7,7 +7,7 @@ import {
 
 export { ConfigError, invalid, exitOnUserError } from './errors';
 export * from './parse';
-export { loadOtelEnv, type MetricsExporterName, type OtlpProtocol, type OtelEnv } from './otel';
+export { loadOtelEnv, type ExportersSource, type MetricsExporterName, type OtlpProtocol, type OtelEnv } from './otel';
 
 /** Prometheus' client default buckets, in seconds (the reference's histogram is in seconds). */
 export const DEFAULT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
