@@ -59,8 +59,12 @@ function main(): void {
   }
   try {
     const mode = chooseMode(config);
-    // a cluster worker of ours stays quiet: its primary said it once
-    if (mode !== 'none' && mode !== 'cluster-worker' && config.exportersSource !== 'default') process.stderr.write(exporterStartLine(config) + '\n');
+    // the start line when a variable chose our exporters: here if no endpoint will say it once listening
+    // (src/modes/single.ts); a cluster worker of ours stays quiet, its primary says it
+    const announceNow = mode === 'multiproc' || !config.exporters.includes('prometheus');
+    if (announceNow && mode !== 'none' && mode !== 'cluster-worker' && config.exportersSource !== 'default') {
+      process.stderr.write(exporterStartLine(config) + '\n');
+    }
     switch (mode) {
       case 'none':
         return;

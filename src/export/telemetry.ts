@@ -183,16 +183,18 @@ export class PreforkMetricProducer implements MetricProducer {
 }
 
 /**
- * The preload's start line: what prefork-otel's exporter does and which variable decided it. Printed
- * (by src/register.ts) whenever PREFORK_OTEL_EXPORTER or OTEL_METRICS_EXPORTER is set, so
+ * The preload's start line: what prefork-otel's exporter does and which variable decided it, so
  * OTEL_METRICS_EXPORTER=none meant for an app's sdk-node never switches our endpoint off unnoticed.
+ * Printed whenever PREFORK_OTEL_EXPORTER or OTEL_METRICS_EXPORTER is set: by src/register.ts at once
+ * when the endpoint is off (or multiproc), else by src/modes/single.ts once it listens (`bound`).
  */
-export function exporterStartLine(config: ExporterConfig): string {
+export function exporterStartLine(config: ExporterConfig, bound?: { host: string; port: number }): string {
   const why = config.exportersSource === 'default' ? 'default' : `${config.exportersSource}=${config.exportersRaw}`;
-  const host = config.bindAddress.includes(':') ? `[${config.bindAddress}]` : config.bindAddress;
-  const parts = [config.exporters.includes('prometheus')
-    ? `metrics endpoint serving on ${host}:${config.metricsPort}${config.metricsPath}`
-    : 'metrics endpoint off'];
+  const host = bound?.host ?? config.bindAddress;
+  const where = `${host.includes(':') ? `[${host}]` : host}:${bound?.port ?? config.metricsPort}${config.metricsPath}`;
+  const parts = [!config.exporters.includes('prometheus') ? 'metrics endpoint off'
+    : bound ? `metrics endpoint serving on ${where}`
+    : `metrics endpoint on ${where} (served by the first process of PROMETHEUS_MULTIPROC_DIR that binds it)`];
   for (const e of config.exporters) {
     if (e === 'otlp') parts.push(`pushing OTLP (${config.otlpProtocol}) every ${config.exportIntervalMs} ms`);
     if (e === 'console') parts.push(`printing to the console every ${config.exportIntervalMs} ms`);
