@@ -16,6 +16,7 @@ import cluster from 'node:cluster';
 import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { exitOnUserError, loadConfig, type ExporterConfig } from './config';
+import { requireOtlpExporter } from './export/push';
 import { exporterStartLine } from './export/telemetry';
 import { isOurClusterWorker, startClusterPrimary, startClusterWorker } from './modes/cluster';
 import { startMultiproc } from './modes/multiproc';
@@ -62,6 +63,8 @@ function main(): void {
     // the start line when a variable chose our exporters: here if no endpoint will say it once listening
     // (src/modes/single.ts); a cluster worker of ours stays quiet, its primary says it
     const announceNow = mode === 'multiproc' || !config.exporters.includes('prometheus');
+    // a missing OTLP exporter package is the one line, not the start line before it
+    if (mode !== 'none' && config.exporters.includes('otlp')) requireOtlpExporter(config.otlpProtocol);
     if (announceNow && mode !== 'none' && mode !== 'cluster-worker' && config.exportersSource !== 'default') {
       process.stderr.write(exporterStartLine(config) + '\n');
     }

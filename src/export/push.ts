@@ -41,12 +41,17 @@ function sdkMetricsVersion(): string {
 }
 
 /* eslint-disable @typescript-eslint/no-require-imports -- each protocol's exporter is loaded only when selected */
-/** `load`: how to load a package (tests give a resolver that finds nothing). */
-export function createOtlpExporter(protocol: OtlpProtocol, load: (id: string) => unknown = require): PushMetricExporter {
+type OtlpModule = { OTLPMetricExporter: new () => PushMetricExporter };
+
+/**
+ * Load the OTLP exporter package of `protocol`; a ConfigError (one line naming the package to
+ * install) when it is missing. The preload calls it before its start line, so a missing package is
+ * the only line printed.
+ */
+export function requireOtlpExporter(protocol: OtlpProtocol): OtlpModule {
   const pkg = OTLP_PACKAGES[protocol];
-  let mod: { OTLPMetricExporter: new () => PushMetricExporter };
   try {
-    mod = load(pkg) as typeof mod;
+    return require(pkg) as OtlpModule;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     // only the package itself missing is a user error; a broken install below it keeps its stack
@@ -57,7 +62,10 @@ export function createOtlpExporter(protocol: OtlpProtocol, load: (id: string) =>
       + 'or leave otlp out of PREFORK_OTEL_EXPORTER / OTEL_METRICS_EXPORTER',
     );
   }
-  return new mod.OTLPMetricExporter();
+}
+
+export function createOtlpExporter(protocol: OtlpProtocol): PushMetricExporter {
+  return new (requireOtlpExporter(protocol).OTLPMetricExporter)();
 }
 /* eslint-enable @typescript-eslint/no-require-imports */
 
