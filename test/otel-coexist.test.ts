@@ -171,6 +171,20 @@ describe('PREFORK_OTEL_GLOBAL=true', () => {
     expect(app.stderr).toBe('prefork-otel: the app registered its own global MeterProvider (PREFORK_OTEL_GLOBAL=true had made ours global): '
       + 'handing over to it; instruments created before now stay on prefork-otel\'s endpoint, gunicorn_* series are unaffected\n');
   });
+  it('an app NodeSDK registered first stays global, said in one line; both pipelines keep their numbers', async () => {
+    const { app, port, metricsPort, appPromPort } = await startSingle('sdk first', { APP_READER: 'prometheus', PREFORK_OTEL_GLOBAL: 'true' });
+    await sendOrders(port);
+    const theirs = await waitFor(async () => {
+      const s = parseMetrics(await scrapeText(appPromPort));
+      return appRequestCount(s) === N ? s : undefined;
+    }, 15_000, 'the app\'s endpoint');
+    expect(total(theirs, 'app_orders_total')).toBe(N);
+    const ours = await scrape(metricsPort);
+    expect(ourCount(ours)).toBe(N);
+    expect(select(ours, 'app_orders_total')).toEqual([]);
+    expect(app.stderr).toBe('prefork-otel: PREFORK_OTEL_GLOBAL=true, but another global MeterProvider is already registered: it stays global, '
+      + 'prefork-otel keeps its own pipeline (its gunicorn_* series are unaffected)\n');
+  });
 });
 
 describe('PREFORK_OTEL_EXPORTER takes precedence over OTEL_METRICS_EXPORTER for our endpoint', () => {
