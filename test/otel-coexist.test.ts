@@ -241,3 +241,15 @@ describe('under the runner: prefork-otel -w 2 with the app\'s NodeSDK and an OTL
     expect(await runner.stop()).toEqual({ code: 0, signal: null });
   });
 });
+
+describe('the runner never switches its endpoint off silently', () => {
+  it('OTEL_METRICS_EXPORTER=none: the master logs that its endpoint is off and why', async () => {
+    const port = await freePort();
+    const runner = startNode([CLI, '-w', '1', '-b', `127.0.0.1:${port}`, join(FIXTURES, 'runner-http.cjs')], { OTEL_METRICS_EXPORTER: 'none' });
+    running.add(runner);
+    await waitFor(async () => (await hit(`http://127.0.0.1:${port}/`).catch(() => 0)) === 200, 30_000, 'the runner serving');
+    expect(runner.stderr).toMatch(/\[INFO\] Metrics endpoint off \(OTEL_METRICS_EXPORTER=none; PREFORK_OTEL_EXPORTER takes precedence for prefork-otel alone\)\n/);
+    expect(runner.stderr).not.toContain('Metrics at:');
+    expect(await runner.stop()).toEqual({ code: 0, signal: null });
+  });
+});

@@ -189,6 +189,11 @@ export class PreforkMetricProducer implements MetricProducer {
  * when the endpoint is off (or multiproc), else by src/modes/single.ts once it listens (`bound`).
  */
 export function exporterStartLine(config: ExporterConfig, bound?: { host: string; port: number }): string {
+  return `prefork-otel: ${exporterSummary(config, bound)}`;
+}
+
+/** What our exporters do and which variable decided it (the runner's master logs this when its endpoint is off). */
+export function exporterSummary(config: ExporterConfig, bound?: { host: string; port: number }): string {
   const why = config.exportersSource === 'default' ? 'default' : `${config.exportersSource}=${config.exportersRaw}`;
   const host = bound?.host ?? config.bindAddress;
   const where = `${host.includes(':') ? `[${host}]` : host}:${bound?.port ?? config.metricsPort}${config.metricsPath}`;
@@ -201,5 +206,5 @@ export function exporterStartLine(config: ExporterConfig, bound?: { host: string
   }
   const hint = config.exportersSource === 'OTEL_METRICS_EXPORTER'
     ? '; PREFORK_OTEL_EXPORTER takes precedence for prefork-otel alone' : '';
-  return `prefork-otel: ${parts.join(', ')} (${why}${hint})`;
+  return `${parts.join(', ')} (${why}${hint})`;
 }

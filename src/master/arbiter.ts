@@ -16,7 +16,7 @@ import { Aggregator } from '../export/aggregator';
 import { WorkerLink } from '../export/ipc';
 import { serializePrometheus } from '../export/serializer';
 import { startMetricsServer, type MetricsServer } from '../export/server';
-import { Telemetry } from '../export/telemetry';
+import { exporterSummary, Telemetry } from '../export/telemetry';
 import { HookRunner, type ServerApi, type WorkerInfo } from '../hooks/server';
 import type { MasterMetrics } from '../metrics/MasterMetrics';
 import {
@@ -124,6 +124,7 @@ export class Arbiter implements ServerApi {
     for (const l of this.listeners) this.log.info(`Listening at: ${l.url} (${this.pid})`);
     this.log.info(`Using worker: ${this.cfg.workerClass} (${WORKER_CLASS_NAMES[this.cfg.workerClass]})`);
     if (this.metricsServer) this.log.info(`Metrics at: http://${this.exporter.bindAddress}:${this.metricsServer.port}${this.exporter.metricsPath}`);
+    else if (!this.exporter.exporters.includes('prometheus')) this.log.info(`M${exporterSummary(this.exporter).slice(1)}`); // never off silently
     this.initSignals();
     await this.hooks.call('when_ready', this);
     const tickMs = Math.min(1000, beatPeriodMs(this.cfg.timeout));
