@@ -13,6 +13,7 @@ import {
   FIXTURES, ROOT, freePort, parseMetrics, scrapeText, select, startNode, tmpDir, waitFor, waitForHttp, type Proc, type Sample,
 } from './helpers';
 import { sendAll, type Req } from './http-client';
+import { pointsOf, startHttpReceiver } from './fixtures/otlp-receiver';
 
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
 /** the versions the repository tests against, so npm can serve them from its cache */
@@ -233,7 +234,7 @@ describe.each(TRAINS)('next to @opentelemetry/sdk-node@%s', (train) => {
     dir = join(work, `sdk-node-${train}`);
     execFileSync('mkdir', [dir]);
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'otel-app', version: '1.0.0', private: true }, null, 2));
-    for (const f of ['otel-sdk-app.cjs', 'otel-sdk-tracing.cjs']) copyFileSync(join(FIXTURES, f), join(dir, f));
+    for (const f of ['otel-sdk-app.cjs', 'otel-sdk-tracing.cjs', 'otlp-app.cjs']) copyFileSync(join(FIXTURES, f), join(dir, f));
     npm(['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', tarball,
       ...['sdk-node', 'exporter-prometheus', 'instrumentation-http'].map((n) => `@opentelemetry/${n}@${train}`)], dir);
   }, 240_000);
@@ -267,5 +268,25 @@ describe.each(TRAINS)('next to @opentelemetry/sdk-node@%s', (train) => {
     const ours = parseMetrics(await scrapeText(metricsPort));
     expect(select(ours, 'gunicorn_worker_requests_total', { endpoint: '/order/:id' }).map((x) => x.value)).toEqual([n]);
     expect(app.stderr).toBe('');
+  });
+
+  it('our own OTLP push through that train\'s exporter (the optional peer sdk-node brought): the exact count arrives', async () => {
+    const receiver = await startHttpReceiver(await freePort());
+    try {
+      const port = await freePort();
+      const app = startNode(['-r', 'prefork-otel/register', 'otlp-app.cjs'], {
+        APP_PORT: String(port), OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRIC_EXPORT_INTERVAL: '600000',
+      }, { cwd: dir });
+      running.push(app);
+      await waitFor(() => app.stdout.includes('listening'), 30_000, `app listening (stderr: ${app.stderr})`);
+      for (let i = 0; i < 4; i++) await sendAll(port, [{ method: 'GET', path: `/users/${i}` }]);
+      await sendAll(port, [{ method: 'GET', path: '/quit' }]);
+      expect(await app.exited).toEqual({ code: 0, signal: null });
+      expect(receiver.exports).toHaveLength(1); // the final export of a process that ended by itself
+      const points = pointsOf(receiver.exports[0]!, 'gunicorn_worker_requests_total').filter((p) => p.attributes.endpoint === '/users/:id');
+      expect(points.map((p) => p.value)).toEqual([4]);
+    } finally {
+      await receiver.close();
+    }
   });
 });

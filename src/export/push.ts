@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { ExportResult } from '@opentelemetry/core';
 import {
   ConsoleMetricExporter, PeriodicExportingMetricReader,
@@ -31,13 +33,23 @@ export const OTLP_PACKAGES: Readonly<Record<OtlpProtocol, string>> = {
   grpc: '@opentelemetry/exporter-metrics-otlp-grpc',
 };
 
-/** The installed sdk-metrics: the exporter to install is the release that depends on it (one shared copy). */
+/**
+ * The installed sdk-metrics' version: the exporter to install is the release built on it (one shared
+ * copy). Read from its package.json next to its entry point (3.x exports no ./package.json subpath).
+ */
 function sdkMetricsVersion(): string {
   try {
-    return (require('@opentelemetry/sdk-metrics/package.json') as { version: string }).version;
+    let dir = dirname(require.resolve('@opentelemetry/sdk-metrics'));
+    for (let up = 0; up < 5; up++, dir = dirname(dir)) {
+      const file = join(dir, 'package.json');
+      if (!existsSync(file)) continue;
+      const meta = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+      if (meta.name === '@opentelemetry/sdk-metrics' && meta.version) return meta.version;
+    }
   } catch {
-    return 'unknown';
+    // fall through
   }
+  return 'unknown';
 }
 
 /* eslint-disable @typescript-eslint/no-require-imports -- each protocol's exporter is loaded only when selected */
