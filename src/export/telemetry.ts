@@ -5,6 +5,7 @@ import {
   type CollectionResult, type MetricCollectOptions, type MetricProducer, type ResourceMetrics, type ScopeMetrics, type ViewOptions,
 } from '@opentelemetry/sdk-metrics';
 import { M } from '../metrics/contract';
+import { isDefaultMeterProvider, setDefaultMeterProvider } from '../metrics/default-provider';
 import type { ExporterConfig } from '../config';
 import { processResource } from './resource';
 import { createPushReaders, type PushTransform } from './push';
@@ -106,12 +107,14 @@ export class Telemetry {
   }
 
   /**
-   * Register this MeterProvider as the process's global one — only when PREFORK_OTEL_GLOBAL=true
-   * (the rule: docs/opentelemetry-coexistence.md). Our own instruments never need it (they are
-   * created on `this.meterProvider` directly); the global only decides where *the app's*
-   * `metrics.getMeter()` calls land. Returns whether ours is now the global one.
+   * Make this the process's prefork-otel pipeline: the default of `Metrics` / `MasterMetrics` created
+   * without a `meterProvider` (src/metrics/default-provider.ts) — and, only when PREFORK_OTEL_GLOBAL=true,
+   * also the OTel global MeterProvider (the rule: docs/opentelemetry-coexistence.md). Our own
+   * instruments never need the global; it only decides where *the app's* `metrics.getMeter()` calls
+   * land. Returns whether ours is now the global one.
    */
-  registerGlobal(): boolean {
+  registerAsProcessProvider(): boolean {
+    setDefaultMeterProvider(this.meterProvider);
     if (!this.config.globalMeterProvider) return false;
     if (!otelMetrics.setGlobalMeterProvider(this.meterProvider)) {
       process.stderr.write('prefork-otel: PREFORK_OTEL_GLOBAL=true, but another global MeterProvider is already registered: it stays global, '
@@ -127,6 +130,7 @@ export class Telemetry {
     if (this.closed) return;
     this.closed = true;
     live.delete(this);
+    if (isDefaultMeterProvider(this.meterProvider)) setDefaultMeterProvider(undefined);
     if (this.onBeforeExit) process.removeListener('beforeExit', this.onBeforeExit);
     await this.meterProvider.shutdown().catch(() => undefined);
   }

@@ -24,8 +24,8 @@ export class WorkerRuntime {
   constructor(readonly config: ExporterConfig, hooks: RequestHooks = {},
     opts: { workerId?: string | number; setGlobal?: boolean; producers?: MetricProducer[] } = {}) {
     this.telemetry = new Telemetry(config, [processProducer, ...(opts.producers ?? [])]);
-    // global only with PREFORK_OTEL_GLOBAL=true (src/export/telemetry.ts); our own instruments never need it
-    if (opts.setGlobal !== false) this.telemetry.registerGlobal();
+    // the process's prefork-otel provider; the OTel global only with PREFORK_OTEL_GLOBAL=true (src/export/telemetry.ts)
+    if (opts.setGlobal !== false) this.telemetry.registerAsProcessProvider();
     this.metrics = new Metrics({
       meterProvider: this.telemetry.meterProvider,
       workerId: opts.workerId,
