@@ -5,7 +5,7 @@ export { M as METRICS, ERROR_TYPES, WORKER_STATES, RESTART_REASONS, type ErrorTy
 export { RequestMetricProducer } from './metrics/producer';
 export { EndpointPolicy, normalizePath, methodIndex, METHODS, OVERFLOW_ENDPOINT } from './metrics/labels';
 export { loadConfig, ConfigError, DEFAULT_BUCKETS, type ExporterConfig } from './config';
-export { Telemetry, contractViews, shutdownTelemetry as shutdown } from './export/telemetry';
+export { Telemetry, PreforkMetricProducer, contractViews, shutdownTelemetry as shutdown } from './export/telemetry';
 export { serializePrometheus, PROMETHEUS_CONTENT_TYPE } from './export/serializer';
 export { startMetricsServer, type MetricsServer } from './export/server';
 export { HttpObserver, type RequestHooks } from './hooks/http';

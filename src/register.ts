@@ -6,11 +6,18 @@
  *  - a node:cluster worker of a preloaded primary: cluster worker — report to the primary over IPC, no endpoint;
  *  - a node:cluster worker of another primary (PM2 cluster mode): single process, with a warning;
  *  - anything else: single process, which becomes the cluster master if it forks node:cluster workers.
+ *
+ * The global MeterProvider: the preload never registers ours as global unless PREFORK_OTEL_GLOBAL=true
+ * (src/export/telemetry.ts), so an app starting its own NodeSDK / MeterProvider after the preload keeps
+ * its whole pipeline; our gunicorn_* series live on our own MeterProvider either way.
+ * When PREFORK_OTEL_EXPORTER or OTEL_METRICS_EXPORTER is set, one stderr line says what our exporter does.
  */
 import cluster from 'node:cluster';
 import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { exitOnUserError, loadConfig, type ExporterConfig } from './config';
+import { requireOtlpExporter } from './export/push';
+import { exporterStartLine } from './export/telemetry';
 import { isOurClusterWorker, startClusterPrimary, startClusterWorker } from './modes/cluster';
 import { startMultiproc } from './modes/multiproc';
 import { appEnv, pm2ClusterWarning, pm2Process } from './modes/pm2';
@@ -55,7 +62,16 @@ function main(): void {
     exitOnUserError(e);
   }
   try {
-    switch (chooseMode(config, env)) {
+    const mode = chooseMode(config, env);
+    // the start line when a variable chose our exporters: here if no endpoint will say it once listening
+    // (src/modes/single.ts); a cluster worker of ours stays quiet, its primary says it
+    const announceNow = mode === 'multiproc' || !config.exporters.includes('prometheus');
+    // a missing OTLP exporter package is the one line, not the start line before it
+    if (mode !== 'none' && config.exporters.includes('otlp')) requireOtlpExporter(config.otlpProtocol);
+    if (announceNow && mode !== 'none' && mode !== 'cluster-worker' && config.exportersSource !== 'default') {
+      process.stderr.write(exporterStartLine(config) + '\n');
+    }
+    switch (mode) {
       case 'none':
         return;
       case 'multiproc':

@@ -134,7 +134,9 @@ describe('OTLP from the preload to an in-test receiver', () => {
     expect(r['host.name']).toBe(hostname());
     expect(r['service.instance.id']).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(r['telemetry.sdk.language']).toBe('nodejs');
-    expect(app.stderr).toBe('');
+    // the one start line: what our exporter does, and which variable decided it
+    expect(app.stderr).toBe('prefork-otel: metrics endpoint off, pushing OTLP (http/json) every 600000 ms '
+      + '(OTEL_METRICS_EXPORTER=otlp; PREFORK_OTEL_EXPORTER takes precedence for prefork-otel alone)\n');
   });
 
   it('http/protobuf (the default protocol), gzip, metrics-specific endpoint: the same exact numbers', async () => {
@@ -246,7 +248,8 @@ describe('OTEL_METRICS_EXPORTER=console and none', () => {
     await hit(`http://127.0.0.1:${port}/quit`);
     expect(await app.exited).toEqual({ code: 0, signal: null });
     expect(app.stdout).toBe('listening\n');
-    expect(app.stderr).toBe('');
+    // never silently: one line says our endpoint is off and which variable did it
+    expect(app.stderr).toBe('prefork-otel: metrics endpoint off (OTEL_METRICS_EXPORTER=none; PREFORK_OTEL_EXPORTER takes precedence for prefork-otel alone)\n');
   });
 });
 

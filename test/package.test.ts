@@ -13,6 +13,7 @@ import {
   FIXTURES, ROOT, freePort, parseMetrics, scrapeText, select, startNode, tmpDir, waitFor, waitForHttp, type Proc, type Sample,
 } from './helpers';
 import { sendAll, type Req } from './http-client';
+import { pointsOf, startHttpReceiver } from './fixtures/otlp-receiver';
 
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
 /** the versions the repository tests against, so npm can serve them from its cache */
@@ -25,7 +26,36 @@ let tarball: string;
 let packedFiles: string[];
 
 function npm(args: string[], cwd: string): string {
-  return execFileSync('npm', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+  // never --force / --legacy-peer-deps, not even from the environment: peers must resolve as they are
+  return execFileSync('npm', args, {
+    cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_OPTIONS: '', npm_config_force: 'false', npm_config_legacy_peer_deps: 'false' },
+  });
+}
+
+/** every installed copy of `name` under `dir` (npm ls --all --parseable: one path per copy) */
+function copiesOf(dir: string, name: string): string[] {
+  const out = spawnSync('npm', ['ls', name, '--all', '--parseable'], { cwd: dir, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } }).stdout;
+  return [...new Set(out.split('\n').filter((l) => l.trim() !== ''))];
+}
+
+/** every package directory under node_modules (scoped ones as @scope/name), nested ones included */
+function installedPackages(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (nm: string): void => {
+    let entries: string[];
+    try { entries = readdirSync(nm); } catch { return; }
+    for (const e of entries) {
+      if (e.startsWith('.')) continue;
+      const names = e.startsWith('@') ? readdirSync(join(nm, e)).map((n) => `${e}/${n}`) : [e];
+      for (const n of names) {
+        out.push(n);
+        walk(join(nm, n, 'node_modules'));
+      }
+    }
+  };
+  walk(join(dir, 'node_modules'));
+  return out;
 }
 
 beforeAll(() => {
@@ -166,5 +196,97 @@ describe('the library', () => {
     const r = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: project, encoding: 'utf8' });
     expect(`${r.stdout}${r.stderr}`).toBe('');
     expect(r.status).toBe(0);
+  });
+});
+
+describe('a Prometheus-only install', () => {
+  it('carries no OTLP exporter, sdk-logs, sdk-trace, protobufjs or gRPC, and one copy of @opentelemetry/api and sdk-metrics', () => {
+    const pkgs = installedPackages(project);
+    expect(pkgs).toContain('@opentelemetry/sdk-metrics');
+    expect(pkgs.filter((n) => /^@opentelemetry\/(exporter-|otlp-|sdk-logs|sdk-trace|api-logs)|^protobufjs$|^@grpc\//.test(n))).toEqual([]);
+    expect(copiesOf(project, '@opentelemetry/api')).toHaveLength(1);
+    expect(copiesOf(project, '@opentelemetry/sdk-metrics')).toHaveLength(1);
+  });
+
+  it('OTEL_METRICS_EXPORTER=otlp without the exporter package: one line naming the package to install, exit 2', async () => {
+    const p = startNode(['-r', 'prefork-otel/register', '-e', 'setTimeout(() => {}, 60000)'], { OTEL_METRICS_EXPORTER: 'otlp' }, { cwd: project });
+    expect(await p.exited).toEqual({ code: 2, signal: null });
+    const sdkMetrics = JSON.parse(readFileSync(join(project, 'node_modules/@opentelemetry/sdk-metrics/package.json'), 'utf8')).version;
+    expect(p.stderr).toBe('prefork-otel: OTLP export (otlp with protocol http/protobuf) needs the optional package @opentelemetry/exporter-metrics-otlp-proto, '
+      + `which is not installed: npm install @opentelemetry/exporter-metrics-otlp-proto (the release built on the installed @opentelemetry/sdk-metrics ${sdkMetrics}), `
+      + 'or leave otlp out of PREFORK_OTEL_EXPORTER / OTEL_METRICS_EXPORTER\n');
+  });
+});
+
+/**
+ * The two newest OpenTelemetry trains package.json declares (the optional OTLP peers' range lists
+ * each supported 0.x train): the tarball installs next to that train's sdk-node, exporter-prometheus
+ * and instrumentation-http with plain `npm install`, shares their one sdk-metrics and api, and works
+ * beside them (the app's own Prometheus reader, joined by PreforkMetricProducer).
+ */
+const TRAINS = (pkg.peerDependencies['@opentelemetry/exporter-metrics-otlp-proto'] as string)
+  .split('||').map((r) => r.trim().replace(/^\^/, '')).slice(-2).reverse();
+
+describe.each(TRAINS)('next to @opentelemetry/sdk-node@%s', (train) => {
+  let dir: string;
+  const running: Proc[] = [];
+  beforeAll(() => {
+    dir = join(work, `sdk-node-${train}`);
+    execFileSync('mkdir', [dir]);
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'otel-app', version: '1.0.0', private: true }, null, 2));
+    for (const f of ['otel-sdk-app.cjs', 'otel-sdk-tracing.cjs', 'otlp-app.cjs']) copyFileSync(join(FIXTURES, f), join(dir, f));
+    npm(['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', tarball,
+      ...['sdk-node', 'exporter-prometheus', 'instrumentation-http'].map((n) => `@opentelemetry/${n}@${train}`)], dir);
+  }, 240_000);
+  afterAll(async () => { await Promise.all(running.map((p) => p.stop())); });
+
+  it('one copy of @opentelemetry/sdk-metrics and of @opentelemetry/api', () => {
+    const sdkNode = JSON.parse(readFileSync(join(dir, 'node_modules/@opentelemetry/sdk-node/package.json'), 'utf8'));
+    expect(sdkNode.version).toBe(train);
+    expect(copiesOf(dir, '@opentelemetry/sdk-metrics')).toEqual([join(dir, 'node_modules/@opentelemetry/sdk-metrics')]);
+    expect(copiesOf(dir, '@opentelemetry/api')).toEqual([join(dir, 'node_modules/@opentelemetry/api')]);
+  });
+
+  it('the app\'s NodeSDK after the preload keeps its endpoint; joined, it also carries gunicorn_*; ours counts the same', async () => {
+    const [port, metricsPort, appPromPort] = [await freePort(), await freePort(), await freePort()];
+    const app = startNode(['-r', 'prefork-otel/register', 'otel-sdk-app.cjs'], {
+      APP_PORT: String(port), APP_PROM_PORT: String(appPromPort), APP_READER: 'prometheus', APP_JOIN: '1',
+      OTEL_TRACES_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none',
+      PROMETHEUS_METRICS_PORT: String(metricsPort), PROMETHEUS_BIND_ADDRESS: '127.0.0.1',
+    }, { cwd: dir });
+    running.push(app);
+    await waitFor(() => app.stdout.includes('listening'), 30_000, `app listening (stderr: ${app.stderr})`);
+    const n = 6;
+    for (let i = 0; i < n; i++) await sendAll(port, [{ method: 'GET', path: `/order/${i}` }]);
+    const theirs = await waitFor(async () => {
+      const s = parseMetrics(await scrapeText(appPromPort));
+      return select(s, 'http_server_request_duration_count').reduce((a, x) => a + x.value, 0) === n ? s : undefined;
+    }, 15_000, 'the app\'s endpoint');
+    expect(select(theirs, 'http_server_request_duration_count')[0]!.labels.otel_scope_version).toBe(train);
+    expect(select(theirs, 'app_orders_total')[0]!.value).toBe(n);
+    expect(select(theirs, 'gunicorn_worker_requests_total', { endpoint: '/order/:id' }).map((x) => x.value)).toEqual([n]);
+    const ours = parseMetrics(await scrapeText(metricsPort));
+    expect(select(ours, 'gunicorn_worker_requests_total', { endpoint: '/order/:id' }).map((x) => x.value)).toEqual([n]);
+    expect(app.stderr).toBe('');
+  });
+
+  it('our own OTLP push through that train\'s exporter (the optional peer sdk-node brought): the exact count arrives', async () => {
+    const receiver = await startHttpReceiver(await freePort());
+    try {
+      const port = await freePort();
+      const app = startNode(['-r', 'prefork-otel/register', 'otlp-app.cjs'], {
+        APP_PORT: String(port), OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRIC_EXPORT_INTERVAL: '600000',
+      }, { cwd: dir });
+      running.push(app);
+      await waitFor(() => app.stdout.includes('listening'), 30_000, `app listening (stderr: ${app.stderr})`);
+      for (let i = 0; i < 4; i++) await sendAll(port, [{ method: 'GET', path: `/users/${i}` }]);
+      await sendAll(port, [{ method: 'GET', path: '/quit' }]);
+      expect(await app.exited).toEqual({ code: 0, signal: null });
+      expect(receiver.exports).toHaveLength(1); // the final export of a process that ended by itself
+      const points = pointsOf(receiver.exports[0]!, 'gunicorn_worker_requests_total').filter((p) => p.attributes.endpoint === '/users/:id');
+      expect(points.map((p) => p.value)).toEqual([4]);
+    } finally {
+      await receiver.close();
+    }
   });
 });

@@ -137,7 +137,8 @@ describe('the preload never keeps a process alive nor changes how it ends', () =
     });`;
   const cases: Array<{ what: string; args: string[]; env?: Record<string, string>; code: number; out?: string; err?: RegExp }> = [
     { what: 'work then exit 0 (-r)', args: ['-r', REGISTER_CJS, '-e', serveOnceAndClose], code: 0, out: 'served' },
-    { what: 'work then exit 0 (--import, OTLP + console push readers)', args: ['--import', REGISTER_ESM, '-e', serveOnceAndClose], env: { OTEL_METRICS_EXPORTER: 'prometheus,console', OTEL_METRIC_EXPORT_INTERVAL: '60000', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' }, code: 0, out: 'served' },
+    { what: 'work then exit 0 (--import, OTLP + console push readers)', args: ['--import', REGISTER_ESM, '-e', serveOnceAndClose], env: { OTEL_METRICS_EXPORTER: 'prometheus,console', OTEL_METRIC_EXPORT_INTERVAL: '60000', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' }, code: 0, out: 'served',
+      err: /^prefork-otel: metrics endpoint serving on 127\.0\.0\.1:\d+\/metrics, printing to the console every 60000 ms \(OTEL_METRICS_EXPORTER=prometheus,console; PREFORK_OTEL_EXPORTER takes precedence for prefork-otel alone\)\n$/ },
     { what: 'process.exitCode = 3', args: ['-r', REGISTER_CJS, '-e', `${serveOnceAndClose}; process.exitCode = 3;`], code: 3, out: 'served' },
     { what: 'process.exit(3)', args: ['--import', REGISTER_ESM, '-e', `setTimeout(() => process.exit(3), 10)`], code: 3 },
     { what: 'an uncaught error keeps its exit code 1 and its stack', args: ['-r', REGISTER_CJS, '-e', `setTimeout(() => { throw new Error('app bug') }, 10)`], code: 1, err: /Error: app bug\n\s+at /m },

@@ -8,7 +8,7 @@ import {
 
 export { ConfigError, invalid, exitOnUserError } from './errors';
 export * from './parse';
-export { loadOtelEnv, type MetricsExporterName, type OtlpProtocol, type OtelEnv } from './otel';
+export { loadOtelEnv, type ExportersSource, type MetricsExporterName, type OtlpProtocol, type OtelEnv } from './otel';
 export { METRICS_MAX_CONNECTIONS, hasWebConfig, loadWebConfig, secureContextOptions, type WebConfig, type WebSources, type WebTls } from './web';
 
 /** Prometheus' client default buckets, in seconds (the reference's histogram is in seconds). */

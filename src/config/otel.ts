@@ -17,9 +17,26 @@ export type OtlpProtocol = 'http/protobuf' | 'http/json' | 'grpc';
 export const METRICS_EXPORTERS = ['prometheus', 'otlp', 'console', 'none'] as const;
 export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
 
+/** Where `exporters` came from: PREFORK_OTEL_EXPORTER wins over OTEL_METRICS_EXPORTER; neither set → the default. */
+export type ExportersSource = 'PREFORK_OTEL_EXPORTER' | 'OTEL_METRICS_EXPORTER' | 'default';
+
 export interface OtelEnv {
-  /** OTEL_METRICS_EXPORTER (comma list; `none` selects nothing). Default here: prometheus (the reference's scrape endpoint). */
+  /**
+   * PREFORK_OTEL_EXPORTER, else OTEL_METRICS_EXPORTER (comma list; `none` selects nothing). Default
+   * here: prometheus (the reference's scrape endpoint). Only prefork-otel's own pipeline reads this
+   * choice; an app's own sdk-node reads OTEL_METRICS_EXPORTER itself.
+   */
   exporters: Exclude<MetricsExporterName, 'none'>[];
+  /** which variable `exporters` came from (named in the start line and in errors) */
+  exportersSource: ExportersSource;
+  /** the raw value of that variable ('' for the default) */
+  exportersRaw: string;
+  /**
+   * PREFORK_OTEL_GLOBAL (default false): register prefork-otel's MeterProvider as the process's global
+   * one (`metrics.getMeter()` in app code then lands on our endpoint). Off by default so an app's own
+   * NodeSDK / MeterProvider registers as global unhindered (docs/opentelemetry-coexistence.md).
+   */
+  globalMeterProvider: boolean;
   /** OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf */
   otlpProtocol: OtlpProtocol;
   /** OTEL_METRIC_EXPORT_INTERVAL (ms), default 60000 */
@@ -52,22 +69,33 @@ function otelEnum<T extends string>(name: string, raw: string, allowed: readonly
   return parseEnum(name, raw, allowed);
 }
 
-export function parseMetricsExporters(raw: string | undefined): OtelEnv['exporters'] {
+export function parseMetricsExporters(raw: string | undefined, source = 'OTEL_METRICS_EXPORTER'): OtelEnv['exporters'] {
   if (raw === undefined || raw.trim() === '') return ['prometheus'];
   const names = raw.split(',').map((s) => s.trim()).filter(Boolean);
-  if (names.length === 0) throw invalid('OTEL_METRICS_EXPORTER', raw, `expected a comma list of ${METRICS_EXPORTERS.join(', ')}`);
+  if (names.length === 0) throw invalid(source, raw, `expected a comma list of ${METRICS_EXPORTERS.join(', ')}`);
   const out = new Set<Exclude<MetricsExporterName, 'none'>>();
   let none = false;
   for (const n of names) {
     const v = n.toLowerCase();
     if (!(METRICS_EXPORTERS as readonly string[]).includes(v)) {
-      throw invalid('OTEL_METRICS_EXPORTER', raw, `expected a comma list of ${METRICS_EXPORTERS.join(', ')}`);
+      throw invalid(source, raw, `expected a comma list of ${METRICS_EXPORTERS.join(', ')}`);
     }
     if (v === 'none') none = true;
     else out.add(v as Exclude<MetricsExporterName, 'none'>);
   }
-  if (none && out.size > 0) throw invalid('OTEL_METRICS_EXPORTER', raw, '"none" cannot be combined with other exporters');
+  if (none && out.size > 0) throw invalid(source, raw, '"none" cannot be combined with other exporters');
   return [...out];
+}
+
+/**
+ * Our exporters, by precedence: PREFORK_OTEL_EXPORTER (prefork-otel's own, so an app can quiet its
+ * sdk-node with OTEL_METRICS_EXPORTER=none and keep our endpoint), else OTEL_METRICS_EXPORTER, else prometheus.
+ */
+export function selectExporters(env: Env): Pick<OtelEnv, 'exporters' | 'exportersSource' | 'exportersRaw'> {
+  for (const name of ['PREFORK_OTEL_EXPORTER', 'OTEL_METRICS_EXPORTER'] as const) {
+    if (has(env, name)) return { exporters: parseMetricsExporters(env[name], name), exportersSource: name, exportersRaw: env[name]!.trim() };
+  }
+  return { exporters: ['prometheus'], exportersSource: 'default', exportersRaw: '' };
 }
 
 export function parseOtlpProtocol(env: Env): OtlpProtocol {
@@ -169,7 +197,7 @@ export function checkOtlpExporterEnv(env: Env, protocol: OtlpProtocol): void {
 
 /** Everything of the standard OTel environment that prefork-otel uses; ConfigError on a bad value. */
 export function loadOtelEnv(env: Env): OtelEnv {
-  const exporters = parseMetricsExporters(env.OTEL_METRICS_EXPORTER);
+  const { exporters, exportersSource, exportersRaw } = selectExporters(env);
   const otlpProtocol = parseOtlpProtocol(env);
   if (exporters.includes('otlp')) checkOtlpExporterEnv(env, otlpProtocol);
   const exportIntervalMs = has(env, 'OTEL_METRIC_EXPORT_INTERVAL')
@@ -178,6 +206,9 @@ export function loadOtelEnv(env: Env): OtelEnv {
     ? parseInteger('OTEL_METRIC_EXPORT_TIMEOUT', env.OTEL_METRIC_EXPORT_TIMEOUT, 1, 86_400_000) : 30_000;
   return {
     exporters,
+    exportersSource,
+    exportersRaw,
+    globalMeterProvider: has(env, 'PREFORK_OTEL_GLOBAL') ? parseBool('PREFORK_OTEL_GLOBAL', env.PREFORK_OTEL_GLOBAL) : false,
     otlpProtocol,
     exportIntervalMs,
     exportTimeoutMs: Math.min(timeout, exportIntervalMs),

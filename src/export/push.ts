@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { ExportResult } from '@opentelemetry/core';
 import {
   ConsoleMetricExporter, PeriodicExportingMetricReader,
@@ -20,35 +22,62 @@ import { ConfigError, type ExporterConfig, type OtlpProtocol } from '../config';
  * way. See docs/otel-collector.md for why workers push directly instead of through the master.
  */
 
-/** The optional package for OTLP/gRPC (an optional peer dependency: it brings @grpc/grpc-js). */
-export const OTLP_GRPC_PACKAGE = '@opentelemetry/exporter-metrics-otlp-grpc';
-const OTLP_GRPC_VERSION = '0.223.0';
+/**
+ * The OTLP exporter package of each protocol. All three are optional peer dependencies, loaded only
+ * when OTEL_METRICS_EXPORTER / PREFORK_OTEL_EXPORTER selects otlp: a Prometheus-only install carries
+ * none of them (nor sdk-logs, sdk-trace, protobufjs or @grpc/grpc-js, which they bring).
+ */
+export const OTLP_PACKAGES: Readonly<Record<OtlpProtocol, string>> = {
+  'http/protobuf': '@opentelemetry/exporter-metrics-otlp-proto',
+  'http/json': '@opentelemetry/exporter-metrics-otlp-http',
+  grpc: '@opentelemetry/exporter-metrics-otlp-grpc',
+};
+
+/**
+ * The installed sdk-metrics' version: the exporter to install is the release built on it (one shared
+ * copy). Read from its package.json next to its entry point (3.x exports no ./package.json subpath).
+ */
+function sdkMetricsVersion(): string {
+  try {
+    let dir = dirname(require.resolve('@opentelemetry/sdk-metrics'));
+    for (let up = 0; up < 5; up++, dir = dirname(dir)) {
+      const file = join(dir, 'package.json');
+      if (!existsSync(file)) continue;
+      const meta = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+      if (meta.name === '@opentelemetry/sdk-metrics' && meta.version) return meta.version;
+    }
+  } catch {
+    // fall through
+  }
+  return 'unknown';
+}
 
 /* eslint-disable @typescript-eslint/no-require-imports -- each protocol's exporter is loaded only when selected */
-export function createOtlpExporter(protocol: OtlpProtocol): PushMetricExporter {
-  switch (protocol) {
-    case 'http/protobuf': {
-      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-proto') as typeof import('@opentelemetry/exporter-metrics-otlp-proto');
-      return new OTLPMetricExporter();
-    }
-    case 'http/json': {
-      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
-      return new OTLPMetricExporter();
-    }
-    case 'grpc': {
-      let mod: { OTLPMetricExporter: new () => PushMetricExporter };
-      try {
-        mod = require(OTLP_GRPC_PACKAGE) as typeof mod;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
-        throw new ConfigError(
-          `prefork-otel: OTLP protocol grpc (OTEL_EXPORTER_OTLP_PROTOCOL) needs the optional package ${OTLP_GRPC_PACKAGE}: ` +
-          `npm install ${OTLP_GRPC_PACKAGE}@${OTLP_GRPC_VERSION} (or use http/protobuf, the default)`,
-        );
-      }
-      return new mod.OTLPMetricExporter();
-    }
+type OtlpModule = { OTLPMetricExporter: new () => PushMetricExporter };
+
+/**
+ * Load the OTLP exporter package of `protocol`; a ConfigError (one line naming the package to
+ * install) when it is missing. The preload calls it before its start line, so a missing package is
+ * the only line printed.
+ */
+export function requireOtlpExporter(protocol: OtlpProtocol): OtlpModule {
+  const pkg = OTLP_PACKAGES[protocol];
+  try {
+    return require(pkg) as OtlpModule;
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    // only the package itself missing is a user error; a broken install below it keeps its stack
+    if (err.code !== 'MODULE_NOT_FOUND' || !String(err.message).includes(`'${pkg}'`)) throw e;
+    throw new ConfigError(
+      `prefork-otel: OTLP export (otlp with protocol ${protocol}) needs the optional package ${pkg}, which is not installed: `
+      + `npm install ${pkg} (the release built on the installed @opentelemetry/sdk-metrics ${sdkMetricsVersion()}), `
+      + 'or leave otlp out of PREFORK_OTEL_EXPORTER / OTEL_METRICS_EXPORTER',
+    );
   }
+}
+
+export function createOtlpExporter(protocol: OtlpProtocol): PushMetricExporter {
+  return new (requireOtlpExporter(protocol).OTLPMetricExporter)();
 }
 /* eslint-enable @typescript-eslint/no-require-imports */
 

@@ -3,7 +3,8 @@
  * (`import { hooks } from 'prefork-otel'`). Same names, arguments and attributes as the reference:
  * `server.master_metrics`, `worker.metrics`, `worker.start_time`, `req.start_time`. (The runner uses
  * gunicorn's own hook semantics with these defaults built in: see src/hooks/server.ts and docs/runner.md.)
- * Metrics and MasterMetrics are created on the global MeterProvider unless one is given.
+ * Metrics and MasterMetrics are created on the process's prefork-otel pipeline (the preload's) unless one
+ * is given, else on the global MeterProvider (src/metrics/default-provider.ts).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';

@@ -21,7 +21,7 @@ import { serializePrometheus } from '../export/serializer';
 import { startMetricsServer, type MetricsServer } from '../export/server';
 import { startHostMetrics } from '../export/host-metrics';
 import type { Snapshot } from '../export/snapshot';
-import { Telemetry } from '../export/telemetry';
+import { exporterSummary, Telemetry } from '../export/telemetry';
 import { HookRunner, type ServerApi, type WorkerInfo } from '../hooks/server';
 import type { MasterMetrics } from '../metrics/MasterMetrics';
 import type { RestartReason } from '../metrics/contract';
@@ -141,6 +141,7 @@ export class Arbiter implements ServerApi {
     for (const l of this.listeners) this.log.info(`Listening at: ${l.url} (${this.pid})`);
     this.log.info(`Using worker: ${this.cfg.workerClass} (${WORKER_CLASS_NAMES[this.cfg.workerClass]})`);
     if (this.metricsServer) this.log.info(`Metrics at: ${this.metricsServer.scheme}://${this.exporter.bindAddress}:${this.metricsServer.port}${this.exporter.metricsPath}`);
+    else if (!this.exporter.exporters.includes('prometheus')) this.log.info(`M${exporterSummary(this.exporter).slice(1)}`); // never off silently
     this.initSignals();
     await this.hooks.call('when_ready', this);
     const tickMs = Math.min(1000, beatPeriodMs(this.cfg.timeout));

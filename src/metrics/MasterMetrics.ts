@@ -1,4 +1,5 @@
-import { metrics as otelMetrics, type Counter, type MeterProvider } from '@opentelemetry/api';
+import type { Counter, MeterProvider } from '@opentelemetry/api';
+import { defaultMeterProvider } from './default-provider';
 import { M, SCOPE, type RestartReason } from './contract';
 
 /** The master process metrics of the reference: worker restarts and signals (rare events: plain OTel counters). */
@@ -6,7 +7,7 @@ export class MasterMetrics {
   private readonly restarts: Counter;
   private readonly signals: Counter;
   constructor(options: { meterProvider?: MeterProvider } = {}) {
-    const meter = (options.meterProvider ?? otelMetrics.getMeterProvider()).getMeter(SCOPE.name, SCOPE.version);
+    const meter = (options.meterProvider ?? defaultMeterProvider()).getMeter(SCOPE.name, SCOPE.version);
     this.restarts = meter.createCounter(M.workerRestarts.name, { description: M.workerRestarts.help });
     this.signals = meter.createCounter(M.signals.name, { description: M.signals.help });
   }

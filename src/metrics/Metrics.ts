@@ -1,4 +1,5 @@
-import { metrics as otelMetrics, type Attributes, type Counter, type Histogram, type Meter, type MeterProvider } from '@opentelemetry/api';
+import type { Attributes, Counter, Histogram, Meter, MeterProvider } from '@opentelemetry/api';
+import { defaultMeterProvider } from './default-provider';
 import pidusage from 'pidusage';
 import { ERROR_TYPES, M, SCOPE, type ErrorType, type WorkerState } from './contract';
 import { methodIndex, METHODS } from './labels';
@@ -7,7 +8,7 @@ import { RequestStore, type Series } from './store';
 import { DEFAULT_BUCKETS } from '../config';
 
 export interface MetricsOptions {
-  /** where the instruments live; default: the global MeterProvider (prefork-otel's, once registered) */
+  /** where the instruments live; default: the process's prefork-otel pipeline if there is one, else the global MeterProvider (./default-provider.ts) */
   meterProvider?: MeterProvider;
   /** worker_id label; default: process.pid */
   workerId?: string | number;
@@ -60,7 +61,7 @@ export class Metrics {
     const up = process.uptime();
     this.cpuPercent = up > 0 ? ((used.user + used.system) / 1e6 / up) * 100 : 0;
     this.recording = options.recording ?? 'fast';
-    const provider = options.meterProvider ?? otelMetrics.getMeterProvider();
+    const provider = options.meterProvider ?? defaultMeterProvider();
     this.meter = provider.getMeter(SCOPE.name, SCOPE.version);
     const buckets = options.buckets ?? DEFAULT_BUCKETS;
     this.store = new RequestStore(buckets, this.workerId);

@@ -1,6 +1,7 @@
 import type { ExporterConfig } from '../config';
 import { ConfigError } from '../config';
 import { startMetricsServer, type MetricsServer } from '../export/server';
+import { exporterStartLine } from '../export/telemetry';
 import { WorkerRuntime } from '../workers/runtime';
 
 const RUNTIME = Symbol.for('prefork-otel.single');
@@ -26,7 +27,10 @@ export function processRuntime(config: ExporterConfig): WorkerRuntime {
  */
 export async function serveMetricsEndpoint(config: ExporterConfig, gather: () => Promise<string>): Promise<MetricsServer | undefined> {
   try {
-    return await startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather, web: config });
+    const server = await startMetricsServer({ host: config.bindAddress, port: config.metricsPort, path: config.metricsPath, gather, web: config });
+    // a variable chose our exporters: say what they do (src/export/telemetry.ts); the default stays quiet
+    if (config.exportersSource !== 'default') process.stderr.write(exporterStartLine(config, server) + '\n');
+    return server;
   } catch (e) {
     // only a port in use is survivable: a bind address that is not this machine's or a privileged port is
     // a configuration mistake, fatal like any other bad value

@@ -1,4 +1,3 @@
-import { metrics as otelMetrics } from '@opentelemetry/api';
 import type { MetricProducer } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
 import { Telemetry } from '../export/telemetry';
@@ -25,7 +24,8 @@ export class WorkerRuntime {
   constructor(readonly config: ExporterConfig, hooks: RequestHooks = {},
     opts: { workerId?: string | number; setGlobal?: boolean; producers?: MetricProducer[] } = {}) {
     this.telemetry = new Telemetry(config, [processProducer, ...(opts.producers ?? [])]);
-    if (opts.setGlobal !== false) otelMetrics.setGlobalMeterProvider(this.telemetry.meterProvider);
+    // the process's prefork-otel provider; the OTel global only with PREFORK_OTEL_GLOBAL=true (src/export/telemetry.ts)
+    if (opts.setGlobal !== false) this.telemetry.registerAsProcessProvider();
     this.metrics = new Metrics({
       meterProvider: this.telemetry.meterProvider,
       workerId: opts.workerId,
