@@ -68,14 +68,15 @@ function main(): void {
     const announceNow = mode === 'multiproc' || !config.exporters.includes('prometheus');
     // a missing OTLP exporter package is the one line, not the start line before it
     if (mode !== 'none' && config.exporters.includes('otlp')) requireOtlpExporter(config.otlpProtocol);
-    if (announceNow && mode !== 'none' && mode !== 'cluster-worker' && config.exportersSource !== 'default') {
-      process.stderr.write(exporterStartLine(config) + '\n');
-    }
+    const announce = announceNow && mode !== 'none' && mode !== 'cluster-worker' && config.exportersSource !== 'default';
+    if (announce && mode !== 'multiproc') process.stderr.write(exporterStartLine(config) + '\n');
     switch (mode) {
       case 'none':
         return;
       case 'multiproc':
         startMultiproc(config, env);
+        // after the directory check: a bad directory is the one line
+        if (announce) process.stderr.write(exporterStartLine(config) + '\n');
         return;
       case 'cluster-worker':
         startClusterWorker(config);

@@ -382,7 +382,8 @@ describe.skipIf(!canUnshare())('Node as PID 1 of a pid namespace (a container\'s
       const s = await exporterScrape(dir);
       expect(requests(s, { endpoint: '/pid1' })).toBe(5);
       expect(livePidsIn(s)).toEqual([]);
-      expect(err).toBe('');
+      // nothing on stderr but the start line that OTEL_METRICS_EXPORTER=none asks for (docs/opentelemetry-coexistence.md)
+      expect(err).toBe('prefork-otel: metrics endpoint off (OTEL_METRICS_EXPORTER=none; PREFORK_OTEL_EXPORTER takes precedence for prefork-otel alone)\n');
     } finally {
       try { child.kill('SIGKILL'); } catch { /* gone */ }
       rmSync(dir, { recursive: true, force: true });
