@@ -8,6 +8,7 @@ import { pickHooks } from '../hooks/server';
 import { RunnerLog } from '../util/logger';
 import type { SocketHandle } from './acceptor';
 import { PrometheusEventletWorker, PrometheusGeventWorker } from './async';
+import { dropPrivileges } from './app';
 import { heartbeat, type BaseWorker } from './base';
 import { PrometheusThreadWorker } from './gthread';
 import { APP_LOAD_ERROR, BOOT_ENV, WORKER_BOOT_ERROR, isTagged, type ListenMessage, type WorkerBoot } from './protocol';
@@ -71,6 +72,11 @@ async function main(): Promise<void> {
     throw e;
   }
   const handles = await receiveHandles(boot);
+  try {
+    dropPrivileges();
+  } catch (e) {
+    fail(e, log);
+  }
   await worker.run(handles).catch((e) => fail(e, log));
 }
 
