@@ -93,10 +93,6 @@ async function main(argv: string[]): Promise<void> {
   }
   const { config, warnings } = request;
   const cwd = process.cwd();
-  if (config.daemon && process.env.PREFORK_OTEL_DAEMONIZED !== '1') {
-    for (const w of warnings) process.stderr.write(`prefork-otel: warning: ${w}\n`);
-    daemonize(argv, cwd);
-  }
   // a master started by USR2 (and anything it spawns) inherits this: the preload does nothing there (src/register.ts)
   process.env.PREFORK_OTEL_ROLE = 'runner-master';
   const exporter = loadConfig(process.env, { workers: config.workers });
@@ -107,6 +103,10 @@ async function main(argv: string[]): Promise<void> {
   }
   if (config.chdir) process.chdir(config.chdir);
   if (config.checkConfig) await checkApp(request);
+  if (config.daemon && process.env.PREFORK_OTEL_DAEMONIZED !== '1') {
+    for (const w of warnings) process.stderr.write(`prefork-otel: warning: ${w}\n`);
+    daemonize(argv, cwd);
+  }
   const log = new RunnerLog(config.logLevel, config.errorLog);
   for (const w of warnings) log.warning(w);
   prepareAccessLog(config);

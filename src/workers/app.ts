@@ -228,7 +228,8 @@ function applyLimits(server: http.Server, s: ServeSettings): void {
     const raw = req.rawHeaders;
     if (raw.length / 2 > fields) return reject(res, 431, 'Request Header Fields Too Large', "Error parsing headers: 'limit request headers fields'");
     for (let i = 0; i < raw.length; i += 2) {
-      if (raw[i]!.length + raw[i + 1]!.length + 2 > fieldSize) {
+      // gunicorn counts the line as sent plus its CRLF: "Name: value\r\n"
+      if (raw[i]!.length + raw[i + 1]!.length + 4 > fieldSize) {
         return reject(res, 431, 'Request Header Fields Too Large', "Error parsing headers: 'limit request headers fields size'");
       }
     }
