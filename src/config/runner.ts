@@ -293,11 +293,6 @@ function defaultWorkers(env: Env): number {
 
 /** Every gunicorn setting (gunicorn 26.1's config.py, and Debian's 20.1), once: flag, config-file key, default, validation, help, status. */
 export const SETTINGS: Setting[] = [
-  // --- config file / app
-  {
-    key: 'wsgiApp', file: 'wsgi_app', help: 'the APP, when the command line names none (config file only)', status: 'works',
-    dflt: () => undefined, parse: str,
-  },
   // --- server socket
   {
     key: 'bind', file: 'bind', long: 'bind', short: 'b', multiple: true, meta: 'ADDRESS', status: 'works',
@@ -417,6 +412,10 @@ export const SETTINGS: Setting[] = [
     note: 'also decides whether %(h)s is the first X-Forwarded-For address (gunicorn keeps the peer there)',
     help: 'peers whose X-Forwarded-For / secure scheme headers are trusted; "*" = all [$FORWARDED_ALLOW_IPS, else 127.0.0.1,::1]',
     dflt: (env) => addrList('FORWARDED_ALLOW_IPS', env.FORWARDED_ALLOW_IPS ?? '127.0.0.1,::1'), parse: addrList,
+  },
+  {
+    key: 'wsgiApp', file: 'wsgi_app', help: 'the APP, when the command line names none (config file only)', status: 'works',
+    dflt: () => undefined, parse: str,
   },
   ignored('pythonpath', 'pythonpath', 'str', 'Node resolves modules with NODE_PATH / node_modules'),
   ignored('paste', 'paste', 'str', 'PasteDeploy is Python', { aliases: ['paster'] }),
@@ -692,7 +691,7 @@ function applyFile(target: RunnerSettings, file: string, values: Record<string, 
     } else if (CLI_ONLY_FILE_KEYS.includes(key)) {
       warnings.push(`config file ${file}: ${key} has no effect in a config file (use --${key.replace(/_/g, '-')} on the command line); ignored`);
     } else {
-      throw new ConfigError(`prefork-otel: unknown setting ${JSON.stringify(key)} in config file ${file}: expected a gunicorn setting (${[...byFile.keys()].slice(0, 12).join(', ')}, … see docs/runner.md) or a hook (${HOOK_NAMES.join(', ')})`);
+      throw new ConfigError(`prefork-otel: unknown setting ${JSON.stringify(key)} in config file ${file}: expected one of ${SETTINGS.filter((x) => x.key).map((x) => x.file).join(', ')}, another gunicorn setting (docs/runner.md) or a hook (${HOOK_NAMES.join(', ')})`);
     }
   }
   return hooks;
