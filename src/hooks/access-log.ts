@@ -54,7 +54,7 @@ class Facts {
   }
   get remote(): string {
     const peer = this.req.socket?.remoteAddress ?? '-';
-    const xff = this.req.headers['x-forwarded-for'];
+    const xff = reqHeader(this.req, 'x-forwarded-for');
     if (typeof xff === 'string' && xff !== '' && this.trusted) return xff.split(',')[0]!.trim();
     return peer;
   }
@@ -62,7 +62,7 @@ class Facts {
     if ((this.req.socket as { encrypted?: boolean } | undefined)?.encrypted) return 'https';
     const secure = this.log.opts.secureSchemeHeaders;
     if (secure && this.trusted) {
-      for (const [h, v] of Object.entries(secure)) if (this.req.headers[h.toLowerCase()] === v) return 'https';
+      for (const [h, v] of Object.entries(secure)) if (reqHeader(this.req, h.toLowerCase()) === v) return 'https';
     }
     return 'http';
   }
@@ -93,7 +93,7 @@ class Facts {
     return Math.max(0, written);
   }
   get user(): string {
-    const auth = this.req.headers.authorization;
+    const auth = reqHeader(this.req, 'authorization');
     if (!auth || !/^basic /i.test(auth)) return '-';
     const decoded = Buffer.from(auth.slice(6).trim(), 'base64').toString('utf8');
     const i = decoded.indexOf(':');
@@ -105,7 +105,7 @@ class Facts {
     switch (key) {
       case 'remote_addr': return this.remote;
       case 'remote_port': return req.socket?.remotePort !== undefined ? String(req.socket.remotePort) : undefined;
-      case 'server_name': return (req.headers.host ?? '').replace(/:\d+$/, '') || req.socket?.localAddress;
+      case 'server_name': return (reqHeader(req, 'host') ?? '').replace(/:\d+$/, '') || req.socket?.localAddress;
       case 'server_port': return req.socket?.localPort !== undefined ? String(req.socket.localPort) : undefined;
       case 'server_protocol': return this.protocol;
       case 'request_method': return req.method;
@@ -114,11 +114,11 @@ class Facts {
       case 'raw_uri': return req.url;
       case 'script_name': return '';
       case 'wsgi.url_scheme': return this.scheme;
-      case 'content_type': return header(req.headers['content-type']);
-      case 'content_length': return header(req.headers['content-length']);
+      case 'content_type': return reqHeader(req, 'content-type');
+      case 'content_length': return reqHeader(req, 'content-length');
       case 'server_software': return 'prefork-otel';
       default:
-        if (key.startsWith('http_')) return header(req.headers[key.slice(5).replace(/_/g, '-')]);
+        if (key.startsWith('http_')) return reqHeader(req, key.slice(5).replace(/_/g, '-'));
         return undefined;
     }
   }
@@ -137,6 +137,20 @@ function outHeader(res: Res, name: string): string | undefined {
   return head.slice(start, head.indexOf('\r\n', start)).trim();
 }
 
+/**
+ * A request header by lower-case name, from rawHeaders: reading req.headers would build the whole
+ * headers object for requests whose app never looked at it. Repeated fields are joined with ", ".
+ */
+function reqHeader(req: IncomingMessage, name: string): string | undefined {
+  const raw = req.rawHeaders;
+  let out: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!;
+    if (k.length === name.length && k.toLowerCase() === name) out = out === undefined ? raw[i + 1]! : `${out}, ${raw[i + 1]!}`;
+  }
+  return out;
+}
+
 function header(v: string | string[] | number | undefined): string | undefined {
   if (v === undefined) return undefined;
   return Array.isArray(v) ? v.join(', ') : String(v);
@@ -148,7 +162,17 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 const p2 = (n: number) => (n < 10 ? `0${n}` : String(n));
 
 /** `[02/Dec/2026:01:02:03 +0000]`: Apache's common log time, local time zone (gunicorn's strftime) */
+let clfSecond = -1;
+let clfText = '';
 export function clfTime(ms: number): string {
+  const sec = Math.floor(ms / 1000);
+  if (sec === clfSecond) return clfText;
+  clfSecond = sec;
+  clfText = formatClf(ms);
+  return clfText;
+}
+
+function formatClf(ms: number): string {
   const d = new Date(ms);
   const off = -d.getTimezoneOffset();
   const tz = `${off >= 0 ? '+' : '-'}${p2(Math.floor(Math.abs(off) / 60))}${p2(Math.abs(off) % 60)}`;
@@ -169,8 +193,8 @@ const ATOMS: Record<string, Atom> = {
   H: (f) => f.protocol,
   b: (f) => String(f.sent),
   B: (f) => f.sent,
-  f: (f) => header(f.req.headers.referer) ?? '-',
-  a: (f) => header(f.req.headers['user-agent']) ?? '-',
+  f: (f) => reqHeader(f.req, 'referer') ?? '-',
+  a: (f) => reqHeader(f.req, 'user-agent') ?? '-',
   T: (f) => Math.floor(f.dur / 1e6),
   D: (f) => Math.floor(f.dur),
   M: (f) => Math.floor(f.dur / 1e3),
@@ -183,7 +207,7 @@ function atomFor(name: string): Atom {
   if (m) {
     const key = m[1]!.toLowerCase();
     const kind = m[2]!.toLowerCase();
-    if (kind === 'i') return (f) => header(f.req.headers[key]);
+    if (kind === 'i') return (f) => reqHeader(f.req, key);
     if (kind === 'o') return (f) => outHeader(f.res, key);
     return (f) => f.environ(key);
   }
