@@ -61,7 +61,7 @@ function prepareAccessLog(config: RunnerConfig): void {
   }
   if (config.user !== undefined || config.group !== undefined) {
     try {
-      chownSync(file, config.user ?? -1, config.group ?? -1);
+      chownSync(file, config.user ?? -1, config.group ?? config.userGid ?? -1);
     } catch { /* as gunicorn: probably /dev/null, or not root */ }
   }
 }

@@ -105,6 +105,8 @@ export interface RunnerSettings {
   group: number | undefined;
   /** the user name for initgroups (when --user was a name or a known uid) */
   userName: string | undefined;
+  /** --user's primary group (/etc/passwd): the workers' group when --group is not given */
+  userGid: number | undefined;
   initgroups: boolean;
   umask: number | undefined;
   reload: boolean;
@@ -202,16 +204,17 @@ function addrList(source: string, raw: Raw): string[] {
 }
 
 /** a user name or uid → uid (and the name, for initgroups) */
-function lookupUser(source: string, raw: Raw): { uid: number; name: string | undefined } {
+function lookupUser(source: string, raw: Raw): { uid: number; name: string | undefined; gid: number | undefined } {
   const s = String(raw).trim();
   const passwd = readIfExists('/etc/passwd');
   if (/^\d+$/.test(s)) {
     const uid = parseInteger(source, s, 0, 2 ** 32 - 2);
-    return { uid, name: passwd.find((f) => f[2] === s)?.[0] };
+    const row = passwd.find((f) => f[2] === s);
+    return { uid, name: row?.[0], gid: row ? Number(row[3]) : undefined };
   }
   const row = passwd.find((f) => f[0] === s);
   if (!row) throw invalid(source, raw, 'expected a user name from /etc/passwd or a numeric uid');
-  return { uid: Number(row[2]), name: s };
+  return { uid: Number(row[2]), name: s, gid: Number(row[3]) };
 }
 
 function lookupGroup(source: string, raw: Raw): number {
@@ -650,6 +653,7 @@ function defaults(env: Env): RunnerSettings {
   const out = {} as Record<string, unknown>;
   for (const s of SETTINGS) if (s.key) out[s.key] = s.dflt!(env);
   out.userName = undefined;
+  out.userGid = undefined;
   return out as unknown as RunnerSettings;
 }
 
@@ -662,7 +666,11 @@ function applyOne(target: RunnerSettings, s: Setting, source: string, raw: unkno
     return;
   }
   (target as unknown as Record<string, unknown>)[s.key] = s.parse(source, raw, target[s.key] as never);
-  if (s.key === 'user') target.userName = lookupUser(source, raw).name;
+  if (s.key === 'user') {
+    const u = lookupUser(source, raw);
+    target.userName = u.name;
+    target.userGid = u.gid;
+  }
 }
 
 function applyValues(target: RunnerSettings, values: Record<string, unknown>, suffix: string, warnings: string[]): void {
@@ -831,6 +839,7 @@ export function serveSettings(c: RunnerSettings): ServeSettings {
     accessLog: c.accessLog, accessLogFormat: c.accessLogFormat, forwardedAllowIps: c.forwardedAllowIps, secureSchemeHeaders: c.secureSchemeHeaders,
     tls: c.certfile && c.keyfile ? { certfile: c.certfile, keyfile: c.keyfile, caCerts: c.caCerts, certReqs: c.certReqs, ciphers: c.ciphers } : undefined,
     limitRequestLine: c.limitRequestLine, limitRequestFields: c.limitRequestFields, limitRequestFieldSize: c.limitRequestFieldSize,
-    user: c.user, group: c.group, userName: c.userName, initgroups: c.initgroups, umask: c.umask,
+    // --user without --group: the user's primary group (gunicorn would keep the master's, often root's)
+    user: c.user, group: c.group ?? (c.user !== undefined ? c.userGid : undefined), userName: c.userName, initgroups: c.initgroups, umask: c.umask,
   };
 }
