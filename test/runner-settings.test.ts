@@ -123,6 +123,18 @@ describe('every gunicorn setting', () => {
     ]);
   });
 
+  it('docs/runner.md\'s flag table names every setting with its status', async () => {
+    const { settingsTable } = await import('../dist/cjs/config/runner.js') as { settingsTable: () => Array<{ file: string; status: string }> };
+    const doc = readFileSync(join(FIXTURES, '..', '..', 'docs', 'runner.md'), 'utf8');
+    const rows = settingsTable();
+    expect(rows.length).toBeGreaterThan(100);
+    for (const r of rows) {
+      const row = doc.split('\n').find((l) => l.startsWith(`| \`${r.file}\` |`));
+      expect(row, r.file).toBeDefined();
+      expect(row!.split(' | ')[2], r.file).toBe(r.status);
+    }
+  });
+
   it('wsgi_app in the config file is the APP when the command line names none', () => {
     const dir = tmpDir();
     const file = join(dir, 'conf.json');

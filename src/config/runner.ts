@@ -423,7 +423,7 @@ export const SETTINGS: Setting[] = [
   ignored('pythonpath', 'pythonpath', 'str', 'Node resolves modules with NODE_PATH / node_modules'),
   ignored('paste', 'paste', 'str', 'PasteDeploy is Python', { aliases: ['paster'] }),
   ignored('raw_paste_global_conf', 'paste-global', 'list', 'PasteDeploy is Python'),
-  ignored('proxy_protocol', 'proxy-protocol', 'str', 'no maintained PROXY protocol parser for Node\'s http server is used'),
+  ignored('proxy_protocol', 'proxy-protocol', 'str', 'PROXY protocol is not parsed (put the proxy in front without it, or see docs/runner.md)'),
   ignored('proxy_allow_ips', 'proxy-allow-from', 'str', 'no PROXY protocol (see --proxy-protocol)'),
   ignored('protocol', 'protocol', 'str', 'HTTP only (no uwsgi protocol)'),
   ignored('uwsgi_allow_ips', 'uwsgi-allow-from', 'str', 'HTTP only (no uwsgi protocol)'),
