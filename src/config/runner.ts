@@ -339,7 +339,7 @@ export const SETTINGS: Setting[] = [
   // --- security
   {
     key: 'limitRequestLine', file: 'limit_request_line', long: 'limit-request-line', meta: 'INT', status: 'works',
-    help: 'longest request line in bytes, answered 414 beyond; 0 = unlimited (Node\'s header limit still applies) [4094, max 8190]', dflt: () => 4094, parse: int(0, 8190),
+    help: 'longest request line in bytes, answered 400 beyond (as gunicorn); 0 = unlimited (Node\'s header limit still applies) [4094, max 8190]', dflt: () => 4094, parse: int(0, 8190),
   },
   {
     key: 'limitRequestFields', file: 'limit_request_fields', long: 'limit-request-fields', meta: 'INT', status: 'works',
@@ -766,7 +766,7 @@ export function helpText(version: string): string {
   const flagOf = (s: Setting) => `${s.short ? `-${s.short}, ` : '    '}--${s.long}${s.flag ? '' : ` ${s.meta ?? 'VALUE'}`}`;
   for (const s of SETTINGS) {
     if (!s.key || !s.long) continue;
-    lines.push(`  ${flagOf(s).padEnd(31)}${s.help}`);
+    lines.push(`  ${flagOf(s).padEnd(30)} ${s.help}`);
   }
   lines.push(
     '      --log-file FILE            same as --error-logfile',
