@@ -318,6 +318,8 @@ export class Arbiter implements ServerApi {
   private handleUsr1(): void {
     this.log.reopen();
     this.log.info('Log file reopened');
+    // gunicorn's kill_workers(SIGUSR1): each worker reopens its access log
+    for (const w of this.workers.values()) w.kill('SIGUSR1');
   }
 
   /** USR2: start a new master (same command line) on the same sockets; this one keeps running */
@@ -600,10 +602,11 @@ export class Arbiter implements ServerApi {
       cwd: c.chdir ?? process.cwd(),
       // PREFORK_OTEL_ROLE: a preload inherited through execArgv / NODE_OPTIONS stays out of the way (src/register.ts)
       env: { ...process.env, ...c.rawEnv, PREFORK_OTEL_ROLE: 'runner-worker', [BOOT_ENV]: JSON.stringify(boot) },
-      stdio: toFile ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'inherit', 'inherit', 'ipc'],
+      // stdout (an access log on "-") goes to the error log only with --capture-output, as gunicorn's
+      stdio: toFile ? ['ignore', c.captureOutput ? 'pipe' : 'inherit', 'pipe', 'ipc'] : ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     if (toFile) {
-      child.stdout!.on('data', (d: Buffer) => this.log.write(d));
+      child.stdout?.on('data', (d: Buffer) => this.log.write(d));
       child.stderr!.on('data', (d: Buffer) => this.log.write(d));
     }
     return child;

@@ -4,13 +4,17 @@
  * unmodified script that calls listen() itself. The result is always the http.Server the worker
  * serves on the runner's sockets.
  */
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import tls from 'node:tls';
 import { pathToFileURL } from 'node:url';
+import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from '../config';
-import { dynamicImport, type AppSpec } from '../config/runner';
-import { APP_LOAD_ERROR } from './protocol';
+import { dynamicImport, SERVE_ENV, type AppSpec, type ServeSettings } from '../config/runner';
+import { AccessLog } from '../hooks/access-log';
+import { APP_LOAD_ERROR, WORKER_BOOT_ERROR } from './protocol';
 
 /** The app could not be turned into a server: one line, exit APP_LOAD_ERROR. */
 export function appError(spec: AppSpec, what: string): ConfigError {
@@ -109,6 +113,13 @@ function pickExport(ns: Record<string, unknown>, spec: AppSpec): unknown {
  * is waited for up to `waitMs`.
  */
 export async function loadApp(spec: AppSpec, waitMs: number): Promise<net.Server> {
+  const server = await importApp(spec, waitMs);
+  const serve = serveSettings();
+  if (serve) applyServeSettings(server, serve);
+  return server;
+}
+
+async function importApp(spec: AppSpec, waitMs: number): Promise<net.Server> {
   const interceptor = new ListenInterceptor();
   interceptor.install();
   let ns: Record<string, unknown>;
@@ -128,4 +139,108 @@ export async function loadApp(spec: AppSpec, waitMs: number): Promise<net.Server
   } finally {
     interceptor.restore();
   }
+}
+
+/** the runner's serving settings (set by the runner's entry point; absent in --check-config and outside the runner) */
+export function serveSettings(env: Record<string, string | undefined> = process.env): ServeSettings | undefined {
+  const raw = env[SERVE_ENV];
+  return raw ? (JSON.parse(raw) as ServeSettings) : undefined;
+}
+
+/**
+ * --user / --group / --umask / --initgroups, in a worker process once its sockets are received
+ * (they were bound by the master): gunicorn's set_owner_process. Only the main thread can.
+ */
+export function dropPrivileges(s: ServeSettings | undefined = serveSettings()): void {
+  if (!s || !isMainThread) return;
+  try {
+    if (s.umask !== undefined) process.umask(s.umask);
+    if (s.group !== undefined || s.user !== undefined) {
+      const gid = s.group ?? process.getgid!();
+      if (s.initgroups && s.userName) (process as unknown as { initgroups(u: string, g: number): void }).initgroups(s.userName, gid);
+      else if (process.getuid!() === 0) process.setgroups!([gid]);
+      if (s.group !== undefined) process.setgid!(s.group);
+      if (s.user !== undefined) process.setuid!(s.user);
+    }
+  } catch (e) {
+    throw new ConfigError(`prefork-otel: cannot switch the worker to user ${s.userName ?? s.user ?? '-'} / group ${s.group ?? '-'}: ${(e as Error).message} (--user/--group need the master to run as root)`, WORKER_BOOT_ERROR);
+  }
+}
+
+/** Serving settings on the app's server: HTTPS, gunicorn's request limits, the access log. */
+export function applyServeSettings(server: net.Server, s: ServeSettings): void {
+  if (s.tls) serveTls(server, s.tls);
+  applyLimits(server as http.Server, s);
+  if (s.accessLog) {
+    new AccessLog({ target: s.accessLog, format: s.accessLogFormat, forwardedAllowIps: s.forwardedAllowIps, secureSchemeHeaders: s.secureSchemeHeaders, server }).start();
+  }
+}
+
+/**
+ * HTTPS on the app's own server, whatever made it (Express, Fastify, a script's http.Server): each
+ * accepted connection is wrapped in a server-side TLSSocket (node:tls, as node:https does) and
+ * handed to the server's HTTP connection handling once the handshake is done. --cert-reqs 2
+ * rejects clients without a certificate --ca-certs verifies; 1 asks for one and rejects only a bad one.
+ */
+function serveTls(server: net.Server, t: NonNullable<ServeSettings['tls']>): void {
+  let context: tls.SecureContext;
+  try {
+    context = tls.createSecureContext({
+      cert: readFileSync(t.certfile), key: readFileSync(t.keyfile),
+      ...(t.caCerts ? { ca: readFileSync(t.caCerts) } : {}), ...(t.ciphers ? { ciphers: t.ciphers } : {}),
+    });
+  } catch (e) {
+    throw new ConfigError(`prefork-otel: cannot use --certfile ${t.certfile} / --keyfile ${t.keyfile}${t.caCerts ? ` / --ca-certs ${t.caCerts}` : ''}${t.ciphers ? ` / --ciphers ${t.ciphers}` : ''}: ${(e as Error).message}`, WORKER_BOOT_ERROR);
+  }
+  const inner = server.listeners('connection') as Array<(s: net.Socket) => void>;
+  server.removeAllListeners('connection');
+  server.on('connection', (raw: net.Socket) => {
+    const sock = new tls.TLSSocket(raw, { isServer: true, secureContext: context, requestCert: t.certReqs > 0, rejectUnauthorized: t.certReqs === 2 });
+    const fail = () => { sock.destroy(); raw.destroy(); };
+    sock.once('error', fail);
+    sock.once('secure', () => {
+      if (t.certReqs === 1 && !sock.authorized && Object.keys(sock.getPeerCertificate() ?? {}).length > 0) return fail();
+      sock.off('error', fail);
+      for (const l of inner) l.call(server, sock as unknown as net.Socket);
+    });
+  });
+}
+
+/**
+ * gunicorn's --limit-request-line / --limit-request-fields / --limit-request-field-size. Node's
+ * parser bounds the whole head (maxHeaderSize, answered 431 by Node itself) at gunicorn's own
+ * buffer bound; the request line and each field are checked before the app sees the request:
+ * a longer line → 400 (gunicorn's LimitRequestLine), too many or too long fields → 431.
+ */
+function applyLimits(server: http.Server, s: ServeSettings): void {
+  const line = s.limitRequestLine > 0 ? Math.min(s.limitRequestLine, 8190) : 0;
+  const fields = s.limitRequestFields > 0 ? Math.min(s.limitRequestFields, 32768) : 32768;
+  const fieldSize = s.limitRequestFieldSize > 0 ? s.limitRequestFieldSize : 8190;
+  // the head's bound (bytes): request line + every field + CRLFs (gunicorn's max_buffer_headers + line)
+  (server as unknown as { maxHeaderSize: number }).maxHeaderSize = (line || 8190) + 2 + fields * (fieldSize + 2) + 2;
+  server.maxHeadersCount = fields + 1;
+  const inner = server.listeners('request') as Array<(req: http.IncomingMessage, res: http.ServerResponse) => void>;
+  server.removeAllListeners('request');
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (line > 0 && (req.method?.length ?? 0) + (req.url?.length ?? 0) + 10 > line) {
+      return reject(res, 400, 'Bad Request', `limit request line: ${(req.method?.length ?? 0) + (req.url?.length ?? 0) + 10} > ${line}`);
+    }
+    const raw = req.rawHeaders;
+    if (raw.length / 2 > fields) return reject(res, 431, 'Request Header Fields Too Large', "Error parsing headers: 'limit request headers fields'");
+    for (let i = 0; i < raw.length; i += 2) {
+      // gunicorn counts the line as sent plus its CRLF: "Name: value\r\n"
+      if (raw[i]!.length + raw[i + 1]!.length + 4 > fieldSize) {
+        return reject(res, 431, 'Request Header Fields Too Large', "Error parsing headers: 'limit request headers fields size'");
+      }
+    }
+    for (const l of inner) l.call(server, req, res);
+  });
+}
+
+/** gunicorn's util.write_error: a small HTML page, and the connection closes */
+function reject(res: http.ServerResponse, status: number, reason: string, message: string): void {
+  const body = `<html>\n  <head>\n    <title>${reason}</title>\n  </head>\n  <body>\n    <h1><p>${reason}</p></h1>\n    ${message}\n  </body>\n</html>\n`;
+  res.shouldKeepAlive = false;
+  res.writeHead(status, reason, { 'Content-Type': 'text/html', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+  res.end(body);
 }

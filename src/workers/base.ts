@@ -11,6 +11,7 @@ import type { ExporterConfig } from '../config';
 import { SnapshotResponder } from '../export/ipc';
 import { freshenSnapshot } from '../export/snapshot';
 import type { RequestHooks } from '../hooks/http';
+import { reopenAccessLogs } from '../hooks/access-log';
 import { resolveEndpoint } from '../hooks/routes';
 import { HookRunner, type Logger, type UserHooks, type WorkerApi } from '../hooks/server';
 import { processProducer, type Metrics } from '../metrics/Metrics';
@@ -224,8 +225,8 @@ export abstract class BaseWorker implements WorkerApi {
     const fast = (sig: string) => () => void this.quit(sig);
     process.on('SIGINT', fast('SIGINT'));
     process.on('SIGQUIT', fast('SIGQUIT'));
-    // the master reopens log files; a worker has none (and must not start the inspector on USR1)
-    process.on('SIGUSR1', () => undefined);
+    // USR1 (forwarded by the master): reopen the access log (also the threads'); never the inspector
+    process.on('SIGUSR1', () => reopenAccessLogs());
     process.on('disconnect', () => {
       if (!this.alive) return;
       this.log.info('Parent changed, shutting down');

@@ -8,6 +8,7 @@ import { pickHooks } from '../hooks/server';
 import { RunnerLog } from '../util/logger';
 import type { SocketHandle } from './acceptor';
 import { PrometheusEventletWorker, PrometheusGeventWorker } from './async';
+import { dropPrivileges } from './app';
 import { heartbeat, type BaseWorker } from './base';
 import { PrometheusThreadWorker } from './gthread';
 import { BOOT_ENV, WORKER_BOOT_ERROR, isTagged, type ListenMessage, type WorkerBoot } from './protocol';
@@ -75,6 +76,11 @@ async function main(): Promise<void> {
     throw e;
   }
   const handles = await receiveHandles(boot);
+  try {
+    dropPrivileges();
+  } catch (e) {
+    fail(e, log);
+  }
   await worker.run(handles).catch((e) => fail(e, log));
 }
 
