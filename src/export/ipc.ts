@@ -1,6 +1,5 @@
 import type { Telemetry } from './telemetry';
 import { isSnapshot, toSnapshot, type Snapshot } from './snapshot';
-import type { SnapshotSource } from './aggregator';
 
 /**
  * The snapshot protocol between a worker and its master over the process IPC channel
@@ -23,6 +22,8 @@ export interface IpcEndpoint {
   send?(message: unknown, callback?: (err: Error | null) => void): boolean;
   on(event: 'message', listener: (m: unknown) => void): unknown;
   off(event: 'message', listener: (m: unknown) => void): unknown;
+  /** the channel closed (a ChildProcess's 'disconnect'): the hub closes a dead worker's link then */
+  once?(event: 'disconnect', listener: () => void): unknown;
   connected?: boolean;
 }
 
@@ -33,6 +34,7 @@ type RawIpc = {
   send?(message: unknown, callback?: (err: Error | null) => void): boolean;
   on(event: 'internalMessage', listener: (m: unknown) => void): unknown;
   off(event: 'internalMessage', listener: (m: unknown) => void): unknown;
+  once?(event: 'disconnect', listener: () => void): unknown;
   connected?: boolean;
 };
 
@@ -60,6 +62,7 @@ export function internalChannel(target: RawIpc): IpcEndpoint {
       wrapped.delete(listener);
       return w ? target.off('internalMessage', w) : undefined;
     },
+    once: (event, listener) => target.once?.(event, listener),
     get connected() { return target.connected; },
   };
 }
@@ -76,8 +79,9 @@ export class SnapshotResponder {
     if (isOurMessage(m) && m[TAG] === 'collect') void this.send(false, (m as CollectMessage).id);
   };
 
+  /** `inFlight`: requests in flight now, sent with every snapshot (the master's exit line reports the last) */
   constructor(private readonly telemetry: Pick<Telemetry, 'collect'>, private readonly channel: IpcEndpoint = process as unknown as IpcEndpoint,
-    private readonly pid = process.pid) {}
+    private readonly pid = process.pid, private readonly inFlight?: () => number) {}
 
   start(intervalMs: number): this {
     this.channel.on('message', this.onMessage);
@@ -89,7 +93,7 @@ export class SnapshotResponder {
 
   async send(final: boolean, id?: number): Promise<void> {
     if (!this.channel.send || this.channel.connected === false) return;
-    const snapshot = toSnapshot(await this.telemetry.collect(), this.pid, final);
+    const snapshot = toSnapshot(await this.telemetry.collect(), this.pid, final, this.inFlight?.());
     this.last = snapshot;
     const msg: SnapshotMessage = { [TAG]: 'snapshot', snapshot };
     if (id !== undefined) msg.id = id;
@@ -114,10 +118,11 @@ export class SnapshotResponder {
 let nextId = 1;
 
 /**
- * Master side of one worker: pushed snapshots go to `onSnapshot`; `request()` asks for a fresh one
- * and resolves with the answer (the Aggregator applies the deadline; a late answer still updates it).
+ * Master side of one worker (made by ScrapeHub.attach): every snapshot that arrives — pushed or an
+ * answer — goes to `onSnapshot`, once; `request()` asks for a fresh one and resolves with the answer
+ * (the hub applies the deadline; a late answer is still applied by `onSnapshot`).
  */
-export class WorkerLink implements SnapshotSource {
+export class WorkerLink {
   private readonly waiting = new Map<number, (s: Snapshot) => void>();
   private readonly onMessage = (m: unknown) => {
     if (!isOurMessage(m) || m[TAG] !== 'snapshot') return;

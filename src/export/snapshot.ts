@@ -16,15 +16,18 @@ export interface Snapshot {
   scopeMetrics: ScopeMetrics[];
   /** set on the last snapshot a worker sends before it exits */
   final?: boolean;
+  /** requests in flight in the worker when it was taken (for the master's exit line), where known */
+  inFlight?: number;
 }
 
-export function toSnapshot(rm: ResourceMetrics, pid = process.pid, final = false): Snapshot {
+export function toSnapshot(rm: ResourceMetrics, pid = process.pid, final = false, inFlight?: number): Snapshot {
   const scopeMetrics = rm.scopeMetrics.map((sm) => ({
     scope: { name: sm.scope.name, version: sm.scope.version, schemaUrl: sm.scope.schemaUrl },
     metrics: sm.metrics.map(jsonSafe),
   }));
   const snap: Snapshot = { v: 1, pid, time: Date.now(), resource: { ...rm.resource.attributes }, scopeMetrics };
   if (final) snap.final = true;
+  if (inFlight !== undefined) snap.inFlight = inFlight;
   return snap;
 }
 

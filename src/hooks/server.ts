@@ -40,7 +40,10 @@ export interface ServerApi {
   /** the master's own MeterProvider (its metrics are served with every worker's) */
   readonly meterProvider: MeterProvider;
   workerInfos(): WorkerInfo[];
-  /** an exited worker keeps its final counters / histograms for the retention window */
+  /**
+   * an exited worker keeps its final counters / histograms for the retention window (the master's
+   * reaper already does this for every worker; idempotent)
+   */
   retainExited(pid: number): void;
   log: Logger;
 }
@@ -96,7 +99,7 @@ export const DEFAULT_HOOKS: UserHooks = {
     if (!server.masterMetrics) server.masterMetrics = new MasterMetrics({ meterProvider: server.meterProvider });
   },
   child_exit(server, worker) {
-    server.retainExited(worker.pid);
+    // (an exited worker's retention is the reaper's job: it calls the scrape hub directly)
     if (worker.restartReason !== undefined) server.masterMetrics.recordWorkerRestart(worker.pid, worker.restartReason);
   },
   post_worker_init(worker) {

@@ -12,9 +12,7 @@ import { join } from 'node:path';
 import { metrics as otelMetrics } from '@opentelemetry/api';
 import { ConfigError, type ExporterConfig } from '../config';
 import { loadRunnerConfig, WORKER_CLASS_NAMES, type RunnerConfig } from '../config/runner';
-import { Aggregator } from '../export/aggregator';
-import { WorkerLink } from '../export/ipc';
-import { serializePrometheus } from '../export/serializer';
+import { hubOptions, ScrapeHub, workerExitLine } from '../export/hub';
 import { startMetricsServer, type MetricsServer } from '../export/server';
 import { Telemetry } from '../export/telemetry';
 import { HookRunner, type ServerApi, type WorkerInfo } from '../hooks/server';
@@ -48,7 +46,7 @@ export class Arbiter implements ServerApi {
   numWorkers: number;
   masterMetrics!: MasterMetrics;
   readonly telemetry: Telemetry;
-  readonly aggregator: Aggregator;
+  readonly hub: ScrapeHub;
   private hooks: HookRunner;
   private readonly workers = new Map<number, WorkerProcess>();
   private listeners: Listener[] = [];
@@ -80,7 +78,7 @@ export class Arbiter implements ServerApi {
     this.numWorkers = cfg.workers;
     this.telemetry = new Telemetry(exporter, []);
     otelMetrics.setGlobalMeterProvider(this.telemetry.meterProvider);
-    this.aggregator = new Aggregator(exporter.scrapeTimeoutMs, exporter.retentionMs);
+    this.hub = new ScrapeHub(hubOptions(exporter));
     this.hooks = new HookRunner(cfg.hooks, log);
   }
 
@@ -93,7 +91,7 @@ export class Arbiter implements ServerApi {
   }
 
   retainExited(pid: number): void {
-    this.aggregator.exited(pid);
+    this.hub.workerExited(pid);
   }
 
   // ── start and the loop ──────────────────────────────────────────────────────────────────────
@@ -151,7 +149,7 @@ export class Arbiter implements ServerApi {
     if (e.disabled || !e.exporters.includes('prometheus')) return;
     const open = () => startMetricsServer({
       host: e.bindAddress, port: e.metricsPort, path: e.metricsPath, ref: true,
-      gather: async () => serializePrometheus(await this.aggregator.gather(await this.telemetry.collect(), this.sources()), e),
+      gather: () => this.hub.scrape(() => this.telemetry.collect()),
     });
     const oldMaster = Number(process.env[OLD_MASTER_ENV] ?? 0);
     delete process.env[OLD_MASTER_ENV];
@@ -170,16 +168,6 @@ export class Arbiter implements ServerApi {
         }, () => undefined);
       }, 1000);
     }
-  }
-
-  /**
-   * The workers the aggregator asks at scrape time: those that sent a snapshot (a worker sends one
-   * before it serves its first request) and not yet their final one.
-   */
-  private sources(): WorkerLink[] {
-    const out: WorkerLink[] = [];
-    for (const w of this.workers.values()) if (w.snapshotSeen && !w.finalReceived && w.alive) out.push(w.link);
-    return out;
   }
 
   private initSignals(): void {
@@ -358,11 +346,7 @@ export class Arbiter implements ServerApi {
       child.once('error', (e) => this.log.error(`cannot fork a worker: ${e.message}`));
       return;
     }
-    const link = new WorkerLink(child.pid, child, (snap) => {
-      this.aggregator.update(snap);
-      w.snapshotSeen = true;
-      if (snap.final) w.finalReceived = true;
-    });
+    const link = this.hub.attach(child.pid, child);
     const w = new WorkerProcess(child, link, age);
     this.workers.set(w.pid, w);
     // a send to a worker that just died, a failed kill: logged, never fatal to the master
@@ -460,8 +444,10 @@ export class Arbiter implements ServerApi {
       if (!this.workers.has(w.pid)) continue;
       this.workers.delete(w.pid);
       clearTimeout(w.deadline);
-      w.link.close();
       const { exitCode: code, signal } = w;
+      // retention, directly (not through the child_exit hook); the one line on what the worker was doing
+      this.log.info(workerExitLine(w.pid, { code, signal, bornAt: w.bornAt }, this.hub.summary(w.pid)));
+      this.hub.workerExited(w.pid);
       if (w.state === 'booting' && (code === WORKER_BOOT_ERROR || code === APP_LOAD_ERROR)) {
         this.log.error(`Worker (pid:${w.pid}) failed to boot (exit code ${code})`);
         void this.halt(code, code === APP_LOAD_ERROR ? 'App failed to load.' : 'Worker failed to boot.');
