@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { loadConfig } from '../src/config';
-import { EndpointUnion } from '../src/export/fold';
+import { EndpointUnion, foldOwner } from '../src/export/fold';
 import { ScrapeHub, workerExitLine, type HubOptions } from '../src/export/hub';
 import { TAG, type IpcEndpoint } from '../src/export/ipc';
 import { mergeScopeMetrics } from '../src/export/merge';
@@ -165,10 +165,33 @@ describe('the union endpoint cap', () => {
     expect(h.overflowCounts().endpoint_cap).toBe(counted); // the same folded series are not counted again
   });
 
+  it('frees the places of workers no longer held, but never moves a held worker\'s series in or out of __overflow__', async () => {
+    const clock = { t: 3_000_000 };
+    const h = hub({ maxEndpoints: 2, retentionMs: 1000 }, clock);
+    // a scanner's values fill the cap through worker 33, which then exits
+    h.update(await snapshotOf(33, [['GET', '/scan1'], ['GET', '/scan2']], { time: 1 }));
+    // worker 34 arrives while the cap is full: /real folds for it
+    h.update(await snapshotOf(34, [['GET', '/real']], { time: 1 }));
+    h.workerExited(33);
+    clock.t += 1001;
+    let s = await samples(h); // 33's retention ended: its places are free
+    expect(h.admittedEndpoints).toBe(0);
+    // 34's /real stays folded for 34 (its overflow series must not go backwards) ...
+    h.update(await snapshotOf(34, [['GET', '/real'], ['GET', '/real']], { time: 2 }));
+    // ... while a new worker's /real and /new are admitted
+    h.update(await snapshotOf(35, [['GET', '/real'], ['GET', '/new']], { time: 2 }));
+    s = await samples(h);
+    expect(total(s, 'gunicorn_worker_requests_total', { worker_id: '34', endpoint: '__overflow__' })).toBe(2);
+    expect(total(s, 'gunicorn_worker_requests_total', { worker_id: '34', endpoint: '/real' })).toBe(0);
+    expect(total(s, 'gunicorn_worker_requests_total', { worker_id: '35', endpoint: '/real' })).toBe(1);
+    expect(total(s, 'gunicorn_worker_requests_total', { worker_id: '35', endpoint: '/new' })).toBe(1);
+    expect(endpoints(s)).toEqual(['/new', '/real', '__overflow__']);
+  });
+
   it('folds a value longer than the master\'s backstop length (reason endpoint_length), whatever the worker sent', async () => {
     const u = new EndpointUnion(100, 64);
     const snap = await snapshotOf(41, [['GET', `/${'x'.repeat(8000)}`], ['GET', '/short']]);
-    const r = u.fold(snap.scopeMetrics);
+    const r = u.fold(snap.scopeMetrics, foldOwner());
     expect(r.tooLong).toBe(2); // requests_total + the duration histogram
     const eps = r.scopes.flatMap((sm) => sm.metrics).flatMap((m) => m.dataPoints).map((p) => p.attributes.endpoint).filter(Boolean);
     expect(new Set(eps)).toEqual(new Set(['/short', '__overflow__']));
@@ -177,7 +200,7 @@ describe('the union endpoint cap', () => {
 
   it('copies nothing when nothing folds', async () => {
     const snap = await snapshotOf(51, [['GET', '/a']]);
-    const r = new EndpointUnion(10).fold(snap.scopeMetrics);
+    const r = new EndpointUnion(10).fold(snap.scopeMetrics, foldOwner());
     expect(r.scopes).toBe(snap.scopeMetrics);
   });
 });

@@ -42,50 +42,85 @@ export interface FoldResult {
   dropped: number;
 }
 
+/** One worker's fold decisions: fixed for the life of its entry, so its series never move. */
+export interface FoldOwner {
+  /** endpoint values this worker's series keep (each holds a reference in the union) */
+  readonly own: Set<string>;
+  /** endpoint values folded into this worker's `__overflow__` series */
+  readonly folded: Set<string>;
+}
+
+export function foldOwner(): FoldOwner {
+  return { own: new Set(), folded: new Set() };
+}
+
 /**
  * The endpoint cap over the union a master serves (live workers plus retained exited ones): at most
- * `max` distinct `endpoint` values besides `__overflow__`, whatever each process admitted on its own.
+ * `max` distinct `endpoint` values besides `__overflow__` are served, whatever each process admitted
+ * on its own.
  *
- * Admission is first come, first served and sticky: a value is admitted while there is room and then
- * stays admitted for the life of the master; a value that found the union full is folded from then on.
- * So one worker's series keep their identity from scrape to scrape (a value never moves in or out of
- * `__overflow__`), and every folded counter or histogram is added into that worker's
- * `endpoint="__overflow__"` series of the same (method[, error_type]), so totals stay exact and never go
- * backwards. Memory: at most `max` strings of at most MAX_UNION_ENDPOINT_LENGTH characters.
+ * A worker's value is kept when the union already serves it (another worker has it) or there is room;
+ * otherwise it is folded into that worker's `endpoint="__overflow__"` series of the same
+ * (method[, error_type]): counters and histograms are added, so totals stay exact. Each decision is
+ * fixed for that worker for as long as the master holds it (live or retained): its series never move in
+ * or out of `__overflow__`, so no series goes backwards between scrapes. A value stays admitted while any
+ * held worker keeps it, and its place is freed once none does (its workers exited and their retention
+ * ended), so a scan long ago does not fill the cap for ever.
+ * Memory: at most `max` admitted values plus, per held worker, the values it sent (each worker bounds
+ * those itself), none longer than MAX_UNION_ENDPOINT_LENGTH.
  */
 export class EndpointUnion {
-  private readonly admitted = new Set<string>();
+  /** admitted value → how many held workers keep it */
+  private readonly refs = new Map<string, number>();
   constructor(readonly max: number, readonly maxLength = MAX_UNION_ENDPOINT_LENGTH) {}
 
   get size(): number {
-    return this.admitted.size;
+    return this.refs.size;
   }
 
   has(endpoint: string): boolean {
-    return this.admitted.has(endpoint);
+    return this.refs.has(endpoint);
   }
 
-  /** keep `endpoint` as it is (true) or fold it (false); admits it when there is room */
-  private keep(ep: string): boolean | 'long' {
+  /** keep `endpoint` for `owner` (true) or fold it (false / 'long'); admits it when there is room */
+  private keep(ep: string, owner: FoldOwner): boolean | 'long' {
     if (ep === OVERFLOW_ENDPOINT) return true;
     if (ep.length > this.maxLength) return 'long';
-    if (this.admitted.has(ep)) return true;
-    if (this.admitted.size >= this.max) return false;
-    this.admitted.add(ep);
+    if (owner.own.has(ep)) return true;
+    if (owner.folded.has(ep)) return false;
+    const n = this.refs.get(ep);
+    if (n === undefined && this.refs.size >= this.max) {
+      owner.folded.add(ep);
+      return false;
+    }
+    this.refs.set(ep, (n ?? 0) + 1);
+    owner.own.add(ep);
     return true;
+  }
+
+  /** `owner` is no longer held (its retention ended): its values free their places once no one keeps them */
+  release(owner: FoldOwner): void {
+    for (const ep of owner.own) {
+      const n = this.refs.get(ep);
+      if (n === undefined) continue;
+      if (n <= 1) this.refs.delete(ep);
+      else this.refs.set(ep, n - 1);
+    }
+    owner.own.clear();
+    owner.folded.clear();
   }
 
   /**
    * One worker's scope metrics with every endpoint beyond the union folded. Data points without an
    * `endpoint` attribute pass untouched; nothing is copied unless something is folded.
    */
-  fold(scopes: ScopeMetrics[]): FoldResult {
+  fold(scopes: ScopeMetrics[], owner: FoldOwner): FoldResult {
     const r: FoldResult = { scopes, capped: 0, tooLong: 0, dropped: 0 };
     let changed = false;
     const out = scopes.map((sm) => {
       let smChanged = false;
       const metrics = sm.metrics.map((m) => {
-        const folded = this.foldMetric(m, r);
+        const folded = this.foldMetric(m, r, owner);
         if (folded !== m) smChanged = true;
         return folded;
       });
@@ -97,13 +132,13 @@ export class EndpointUnion {
     return r;
   }
 
-  private foldMetric(m: MetricData, r: FoldResult): MetricData {
+  private foldMetric(m: MetricData, r: FoldResult, owner: FoldOwner): MetricData {
     const points = m.dataPoints as DataPoint<any>[];
     let firstFold = -1;
     for (let i = 0; i < points.length; i++) {
       const ep = (points[i]!.attributes as Record<string, unknown>).endpoint;
       if (typeof ep !== 'string') continue;
-      const k = this.keep(ep);
+      const k = this.keep(ep, owner);
       if (k !== true) {
         firstFold = i;
         break;
@@ -121,8 +156,8 @@ export class EndpointUnion {
       const p = points[i]!;
       const a = p.attributes as Record<string, unknown>;
       const ep = a.endpoint;
-      // (keep() again for firstFold: it only has an effect when it admits, which it did not)
-      const k = typeof ep === 'string' ? this.keep(ep) : true;
+      // (keep() again for firstFold: the decision is remembered, the answer is the same)
+      const k = typeof ep === 'string' ? this.keep(ep, owner) : true;
       if (k === true) {
         if (ep === OVERFLOW_ENDPOINT) {
           const key = attrKey(a);

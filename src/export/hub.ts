@@ -21,7 +21,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { HEALTH, M, OVERFLOW_REASONS, SCOPE, type OverflowReason } from '../metrics/contract';
 import { nowHrTime } from '../metrics/store';
-import { EndpointUnion } from './fold';
+import { EndpointUnion, foldOwner, type FoldOwner } from './fold';
 import { WorkerLink, type IpcEndpoint } from './ipc';
 import { cumulativeOnly, mergeScopeMetrics } from './merge';
 import { serializePrometheus } from './serializer';
@@ -70,6 +70,8 @@ interface Entry {
   points: number;
   /** points folded at the cap / for length / dropped, in the current view (they only grow) */
   folded: { capped: number; tooLong: number; dropped: number };
+  /** its fold decisions (fixed while it is held) */
+  readonly owner: FoldOwner;
   /** the scrape (sequence number) it last answered */
   answered: number;
   final: boolean;
@@ -144,9 +146,9 @@ export class ScrapeHub {
       // the pid was reused while the old process's series were retained: same worker_id, so they go
       if (old.exitedAt !== undefined) this.count('retained_workers', old.points);
       old.link?.close();
-      this.entries.delete(pid);
+      this.forget(old);
     }
-    const entry: Entry = { pid, channel, points: 0, folded: { capped: 0, tooLong: 0, dropped: 0 }, answered: 0, final: false };
+    const entry: Entry = { pid, channel, points: 0, folded: { capped: 0, tooLong: 0, dropped: 0 }, owner: foldOwner(), answered: 0, final: false };
     // a late snapshot of a worker already forgotten (or replaced under the same pid) is not applied
     entry.link = new WorkerLink(pid, channel, (s) => { if (this.entries.get(pid) === entry) this.update(s); });
     this.entries.set(pid, entry);
@@ -160,7 +162,7 @@ export class ScrapeHub {
   update(snap: Snapshot): void {
     let e = this.entries.get(snap.pid);
     if (!e) {
-      e = { pid: snap.pid, points: 0, folded: { capped: 0, tooLong: 0, dropped: 0 }, answered: 0, final: false };
+      e = { pid: snap.pid, points: 0, folded: { capped: 0, tooLong: 0, dropped: 0 }, owner: foldOwner(), answered: 0, final: false };
       this.entries.set(snap.pid, e);
     }
     // a final snapshot always wins (a worker may send a freshened one after an earlier final); after one, only finals
@@ -172,7 +174,7 @@ export class ScrapeHub {
 
   private applyView(e: Entry): void {
     const scopes = e.exitedAt !== undefined ? cumulativeOnly(e.snap!.scopeMetrics) : e.snap!.scopeMetrics;
-    const r = this.union.fold(scopes);
+    const r = this.union.fold(scopes, e.owner);
     e.view = r.scopes;
     // a worker's series are cumulative and their fold is sticky: these counts only grow per worker
     this.count('endpoint_cap', Math.max(0, r.capped - e.folded.capped));
@@ -219,7 +221,7 @@ export class ScrapeHub {
     for (const [pid, e] of this.entries) {
       if (e.exitedAt === undefined) continue;
       if (now - e.exitedAt > this.opts.retentionMs || !e.snap) {
-        this.entries.delete(pid);
+        this.forget(e);
         continue;
       }
       exited.push(e);
@@ -228,8 +230,14 @@ export class ScrapeHub {
     exited.sort((a, b) => a.exitedAt! - b.exitedAt!);
     for (const e of exited.slice(0, exited.length - this.opts.maxRetained)) {
       this.count('retained_workers', e.points);
-      this.entries.delete(e.pid);
+      this.forget(e);
     }
+  }
+
+  /** the entry goes: its endpoint values free their places in the union */
+  private forget(e: Entry): void {
+    this.entries.delete(e.pid);
+    this.union.release(e.owner);
   }
 
   /** pids held: live workers and retained exited ones */
