@@ -1,7 +1,7 @@
 // Scrape cost, master side, in-process: W synthetic workers, each a real Telemetry + Metrics
 // (RequestStore + RequestMetricProducer) holding request series, collected and turned into a
-// Snapshot message (JSON text, as it crosses IPC). The master's Aggregator merges them with its own
-// metrics and the one serializer writes the exposition text. Measures merge+serialize latency
+// Snapshot message (JSON text, as it crosses IPC). The master's ScrapeHub applies them (the union
+// endpoint cap included), merges them with its own metrics and the one serializer writes the text. Measures merge+serialize latency
 // (p50/p99), the same with the IPC decode (JSON.parse of the W messages) and the payload size.
 //
 // "Series" are Prometheus time series (one sample line each). One (method, endpoint) label set of
@@ -19,7 +19,7 @@ const { RequestMetricProducer } = require(dist('metrics/producer.js'));
 const { Metrics } = require(dist('metrics/Metrics.js'));
 const { MasterMetrics } = require(dist('metrics/MasterMetrics.js'));
 const { toSnapshot } = require(dist('export/snapshot.js'));
-const { Aggregator } = require(dist('export/aggregator.js'));
+const { ScrapeHub } = require(dist('export/hub.js'));
 const { serializePrometheus } = require(dist('export/serializer.js'));
 
 const METHODS = ['GET', 'POST', 'PUT', 'DELETE'];
@@ -66,17 +66,17 @@ export async function scrapeCell(workers, series, { minIters = 5, maxIters = 200
   // the Prometheus series one worker contributes (sample lines)
   const one = serializePrometheus({ resource: { attributes: {} }, scopeMetrics: JSON.parse(messages[0]).snapshot.scopeMetrics }, { targetInfo: false });
   const seriesPerWorker = one.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length;
-  const agg = new Aggregator(1000, 300_000);
+  const hub = new ScrapeHub({ deadlineMs: 1000, retentionMs: 300_000, maxRetained: 64, maxEndpoints: 100_000, targetInfo: true });
   const mergeSer = [];
   const withDecode = [];
   let bytes = 0;
   const start = performance.now();
   for (let it = 0; it < maxIters; it++) {
     const t0 = performance.now();
-    for (const m of messages) agg.update(JSON.parse(m).snapshot);
+    for (const m of messages) hub.update(JSON.parse(m).snapshot);
     const t1 = performance.now();
     const local = await master.collect();
-    const text = serializePrometheus(agg.merge(local), config);
+    const text = serializePrometheus(hub.merge(local), config);
     // the scrape server sends Content-Length: measuring it flattens the text, as the response write would
     bytes = Buffer.byteLength(text);
     const t2 = performance.now();
@@ -111,5 +111,15 @@ export async function runScrape({ workers = [1, 4, 16], series = [100, 1000, 500
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
   const num = (flag) => { const i = args.indexOf(flag); return i >= 0 ? args[i + 1].split(',').map(Number) : undefined; };
-  await runScrape({ workers: num('-w'), series: num('-s'), quick: args.includes('--quick'), labelSets: args.includes('--label-sets') });
+  if (args.includes('--e2e')) {
+    // the end-to-end figure of the issue (16 workers × ~1,000 series, GET /metrics timed to the last
+    // byte), as bench/run.mjs records it: node:cluster under the preload and the runner -k async
+    const { runE2eScrape, runnerAvailable } = await import('./load.mjs');
+    const workers = num('-w')?.[0] ?? 16;
+    const scrapes = num('-n')?.[0] ?? 100;
+    await runE2eScrape(undefined, { variant: 'clusterPreload', workers, labelSets: 55, scrapes });
+    if (runnerAvailable()) await runE2eScrape(undefined, { variant: 'runner', workers, labelSets: 55, scrapes });
+  } else {
+    await runScrape({ workers: num('-w'), series: num('-s'), quick: args.includes('--quick'), labelSets: args.includes('--label-sets') });
+  }
 }
