@@ -24,7 +24,7 @@ import { nowHrTime } from '../metrics/store';
 import { EndpointUnion, foldOwner, type FoldOwner } from './fold';
 import { WorkerLink, type IpcEndpoint } from './ipc';
 import { cumulativeOnly, mergeScopeMetrics } from './merge';
-import { serializePrometheus } from './serializer';
+import { serializePrometheus, type LineCache } from './serializer';
 import type { Snapshot } from './snapshot';
 
 export interface HubOptions {
@@ -127,6 +127,8 @@ export class ScrapeHub {
   private scrapeSeq = 0;
   private inFlight: Promise<string> | undefined;
   private collecting: Promise<ResourceMetrics> | undefined;
+  /** the text of points that did not change since the last scrape (kept by the snapshot deltas) */
+  private readonly lineCache: LineCache = new WeakMap();
 
   constructor(readonly opts: HubOptions) {
     this.union = new EndpointUnion(opts.maxEndpoints);
@@ -320,7 +322,7 @@ export class ScrapeHub {
   /** The exposition text of one scrape; concurrent scrapes share one collection and one text. */
   scrape(local: () => Promise<ResourceMetrics>): Promise<string> {
     return (this.inFlight ??= this.collect(local)
-      .then((rm) => serializePrometheus(rm, this.opts))
+      .then((rm) => serializePrometheus(rm, this.opts, this.lineCache))
       .finally(() => { this.inFlight = undefined; }));
   }
 
