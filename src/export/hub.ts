@@ -198,20 +198,23 @@ export class ScrapeHub {
   workerExited(pid: number): void {
     const e = this.entries.get(pid);
     if (!e) return;
-    if (e.exitedAt === undefined) {
-      e.exitedAt = this.now();
-      if (e.snap) this.applyView(e);
-    }
+    if (e.exitedAt !== undefined) return;
+    e.exitedAt = this.now();
+    if (e.snap) this.applyView(e);
     const link = e.link;
     const ch = e.channel;
-    if (link) {
-      if (!ch || ch.connected === false || typeof ch.once !== 'function') {
-        link.close();
-      } else {
-        const t = setTimeout(() => link.close(), 1000);
-        t.unref?.();
-        ch.once('disconnect', () => { clearTimeout(t); link.close(); });
-      }
+    const close = () => {
+      link?.close();
+      // a retained worker holds nothing of its process any more
+      e.link = undefined;
+      e.channel = undefined;
+    };
+    if (!ch || ch.connected === false || typeof ch.once !== 'function') {
+      close();
+    } else {
+      const t = setTimeout(close, 1000);
+      t.unref?.();
+      ch.once('disconnect', () => { clearTimeout(t); close(); });
     }
     this.enforceRetention();
   }
