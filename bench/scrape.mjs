@@ -1,6 +1,8 @@
 // Scrape cost, master side, in-process: W synthetic workers, each a real Telemetry + Metrics
-// (RequestStore + RequestMetricProducer) holding request series, collected and turned into a
-// Snapshot message (JSON text, as it crosses IPC). The master's ScrapeHub applies them (the union
+// (RequestStore + RequestMetricProducer) holding request series, collected and turned into the
+// snapshot messages (JSON text, as they cross IPC): the delta protocol in use (each answer carries the
+// points changed since the previous one: here one more request on every tenth label set), and whole
+// snapshots (the protocol before) for comparison. The master's ScrapeHub applies them (the union
 // endpoint cap included), merges them with its own metrics and the one serializer writes the text. Measures merge+serialize latency
 // (p50/p99), the same with the IPC decode (JSON.parse of the W messages) and the payload size.
 //
@@ -104,9 +106,10 @@ export async function scrapeCell(workers, series, { minIters = 5, maxIters = 200
   };
   const whole = await run('whole');
   const delta = await run('delta');
-  const mergeSer = whole.mergeSer;
-  const withDecode = whole.withDecode;
-  const bytes = whole.bytes;
+  // the headline figures are the protocol in use (deltas); `whole` is the protocol before them
+  const mergeSer = delta.mergeSer;
+  const withDecode = delta.withDecode;
+  const bytes = delta.bytes;
   await master.shutdown();
   mergeSer.sort((a, b) => a - b);
   withDecode.sort((a, b) => a - b);
@@ -116,9 +119,9 @@ export async function scrapeCell(workers, series, { minIters = 5, maxIters = 200
     deltaBytes: messages.reduce((a, m) => a + m.delta.length, 0),
     mergeSerializeMs: { p50: pct(mergeSer, 50), p99: pct(mergeSer, 99) },
     decodeMergeSerializeMs: { p50: pct(withDecode, 50), p99: pct(withDecode, 99) },
-    delta: {
-      mergeSerializeMs: { p50: pct(delta.mergeSer, 50), p99: pct(delta.mergeSer, 99) },
-      decodeMergeSerializeMs: { p50: pct(delta.withDecode, 50), p99: pct(delta.withDecode, 99) },
+    whole: {
+      mergeSerializeMs: { p50: pct(whole.mergeSer, 50), p99: pct(whole.mergeSer, 99) },
+      decodeMergeSerializeMs: { p50: pct(whole.withDecode, 50), p99: pct(whole.withDecode, 99) },
     },
   };
 }
@@ -130,7 +133,7 @@ export async function runScrape({ workers = [1, 4, 16], series = [100, 1000, 500
       const big = w * s * (labelSets ? 18 : 1) >= 200_000;
       const r = await scrapeCell(w, s, { labelSets, ...(quick ? { minIters: 3, maxIters: 20, budgetMs: 500 } : { minIters: big ? 5 : 30, budgetMs: big ? 5000 : 2500 }) });
       log(`scrape ${String(w).padStart(2)} workers × ${r.seriesPerWorker} series (${r.labelSetsPerWorker} label sets): merge+serialize p50 ${r.mergeSerializeMs.p50.toFixed(1)} ms, p99 ${r.mergeSerializeMs.p99.toFixed(1)} ms; with IPC decode p99 ${r.decodeMergeSerializeMs.p99.toFixed(1)} ms; ${(r.bytes / 1e6).toFixed(2)} MB (${r.iterations} iterations)`
-        + ` | deltas (${(r.deltaBytes / 1e3).toFixed(0)} kB instead of ${(r.snapshotBytes / 1e3).toFixed(0)} kB): merge+serialize p50 ${r.delta.mergeSerializeMs.p50.toFixed(1)} ms, p99 ${r.delta.mergeSerializeMs.p99.toFixed(1)} ms; with decode p99 ${r.delta.decodeMergeSerializeMs.p99.toFixed(1)} ms`);
+        + ` (deltas: ${(r.deltaBytes / 1e3).toFixed(0)} kB per scrape) | whole snapshots (${(r.snapshotBytes / 1e3).toFixed(0)} kB): merge+serialize p50 ${r.whole.mergeSerializeMs.p50.toFixed(1)} ms, p99 ${r.whole.mergeSerializeMs.p99.toFixed(1)} ms; with decode p99 ${r.whole.decodeMergeSerializeMs.p99.toFixed(1)} ms`);
       out.push(r);
     }
   }
