@@ -2,10 +2,11 @@
  * The preload under node:cluster (`node -r prefork-otel/register app.js`, app.js forking workers itself).
  *
  * Primary: a single process until it forks its first worker; from then on it is the master: its own
- * `gunicorn_worker_*` series are no longer exported (it does not serve requests), it serves the
- * aggregated endpoint (its own metrics + every worker's, gathered over IPC at scrape time with the
- * `PREFORK_OTEL_SCRAPE_TIMEOUT` deadline), keeps exited workers' counters and histograms for
- * `PREFORK_OTEL_RETENTION`, and records the restarts it observes through cluster 'exit' events.
+ * `gunicorn_worker_*` series are no longer exported (it does not serve requests), and its endpoint is
+ * the scrape hub's (src/export/hub.ts: its own metrics + every worker's, gathered over IPC at scrape
+ * time with the `PREFORK_OTEL_SCRAPE_TIMEOUT` deadline, exited workers retained, the union endpoint
+ * cap), and it records the restarts it observes through cluster 'exit' events (reasons from
+ * master/exit-reason.ts). This file only wires node:cluster's events to the hub.
  *
  * Worker (a cluster worker whose primary runs the preload): a WorkerRuntime answering the primary's
  * collect requests and pushing a snapshot every `PREFORK_OTEL_SNAPSHOT_INTERVAL`; no endpoint of its own.
