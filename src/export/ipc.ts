@@ -174,21 +174,21 @@ export class WorkerLink {
   request(): Promise<Snapshot | undefined> {
     if (!this.channel.send || this.channel.connected === false) return Promise.resolve(undefined);
     const id = nextId++;
+    const msg: CollectMessage = { [TAG]: 'collect', id };
+    if (this.needFull) msg.full = true;
+    this.needFull = false;
     return new Promise((resolve) => {
       this.waiting.set(id, resolve);
-      try {
-        const msg: CollectMessage = { [TAG]: 'collect', id };
-        if (this.needFull) msg.full = true;
-        this.needFull = false;
-        this.channel.send!(msg, (err) => {
-          if (err) {
-            this.waiting.delete(id);
-            resolve(undefined);
-          }
-        });
-      } catch {
+      // not sent: a whole snapshot is still wanted next time
+      const failed = () => {
+        if (msg.full) this.needFull = true;
         this.waiting.delete(id);
         resolve(undefined);
+      };
+      try {
+        this.channel.send!(msg, (err) => { if (err) failed(); });
+      } catch {
+        failed();
       }
     }).then((s) => s as Snapshot | undefined).finally(() => this.waiting.delete(id));
   }
