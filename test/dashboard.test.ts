@@ -31,7 +31,7 @@ const yaml = (f: string) => parseYaml(readFileSync(join(OC, f), 'utf8'));
 
 /** metric names in a PromQL expression */
 function metricNamesIn(expr: string): string[] {
-  return [...new Set([...expr.matchAll(/\b(gunicorn_[a-z_]+)\b/g)].map((m) => m[1]!))];
+  return [...new Set([...expr.matchAll(/\b((?:gunicorn|prefork_otel)_[a-z_]+)\b/g)].map((m) => m[1]!))];
 }
 
 /** label names an expression groups by, matches on, or a legend prints */
@@ -102,8 +102,8 @@ describe('the Grafana dashboard', () => {
 
   it('filters every query by the job variable (one path at a time: no double counting) and uses the datasource variable', () => {
     for (const t of targets) {
-      for (const sel of t.expr.matchAll(/gunicorn_[a-z_]+\{([^}]*)\}/g)) expect(sel[1], t.expr).toContain('job="$job"');
-      expect(t.expr, t.expr).not.toMatch(/gunicorn_[a-z_]+(?![a-z_{])/);
+      for (const sel of t.expr.matchAll(/(?:gunicorn|prefork_otel)_[a-z_]+\{([^}]*)\}/g)) expect(sel[1], t.expr).toContain('job="$job"');
+      expect(t.expr, t.expr).not.toMatch(/(?:gunicorn|prefork_otel)_[a-z_]+(?![a-z_{])/);
     }
     for (const p of panels) expect(p.datasource?.uid).toBe('${datasource}');
     expect(dashboard.templating.list.map((v) => v.name)).toEqual(['datasource', 'job', 'worker_id']);

@@ -82,10 +82,14 @@ describe('preload on a plain node:http server', () => {
     // the first one's duration covers its 40 ms timer; the cut-off ones end at the close, long before 3 s
     expect(d('gunicorn_worker_request_duration_seconds_sum', { method: 'GET', endpoint: '/sleep/:id' })).toBeGreaterThanOrEqual(0.045);
     expect(d('gunicorn_worker_request_duration_seconds_bucket', { method: 'GET', endpoint: '/sleep/:id', le: '2.5' })).toBe(4);
-    // and when the app finally answers them (after the close), nothing more is counted
-    await new Promise((r) => setTimeout(r, 3300));
+    // and when the app finally answers them (after the close), nothing more is counted. Proof that it
+    // has answered them: a probe with the same 3001 ms timer, set after theirs. Node fires timers of one
+    // duration in the order they were set, so when the probe's answer arrives, the app's res.end() for
+    // /sleep/3000 and /sleep/3001 has run. Only the probe itself is counted (one more success).
+    expect(await hit(`http://127.0.0.1:${appPort}/sleep/3001`)).toBe(200);
     const after = await scrape(metricsPort);
-    expect(total(after, 'gunicorn_worker_requests_total') - base).toBe(6);
+    expect(total(after, 'gunicorn_worker_requests_total') - base).toBe(7);
+    expect(value(after, 'gunicorn_worker_requests_total', { method: 'GET', endpoint: '/sleep/:id' }) - total(before, 'gunicorn_worker_requests_total', { method: 'GET', endpoint: '/sleep/:id' })).toBe(5);
     expect(total(after, 'gunicorn_worker_failed_requests_total') - total(before, 'gunicorn_worker_failed_requests_total')).toBe(3);
   });
 

@@ -35,6 +35,9 @@ const WORKER_FAMILIES: Array<[string, string, string]> = [
   ['gunicorn_worker_error_handling_total', 'Error tracking with method and endpoint labels', 'counter'],
 ];
 
+/** prefork-otel's own scrape-health families (src/metrics/contract.ts HEALTH) */
+const HEALTH_FAMILIES = ['prefork_otel_scrape_duration_seconds', 'prefork_otel_worker_snapshot_age_seconds', 'prefork_otel_series_overflow_total'];
+
 const TRAFFIC: Req[] = [
   ...Array.from({ length: 5 }, (_, i) => ({ method: 'GET', path: `/users/${i}` })),
   { method: 'POST', path: '/users' },
@@ -81,8 +84,9 @@ describe.each(CASES)('scrape of a Fastify app: $what', (c) => {
     }
     const helps = text.split('\n').filter((l) => l.startsWith('# HELP ')).map((l) => l.split(' ')[2]);
     expect(new Set(helps).size).toBe(helps.length);
-    // nothing but the reference's families and (optionally) target_info
-    expect(helps.sort()).toEqual([...WORKER_FAMILIES.map(([n]) => n), ...(c.targetInfo ? ['target_info'] : [])].sort());
+    // nothing but the reference's families, prefork-otel's three scrape-health families (docs/metrics.md)
+    // and (optionally) target_info
+    expect(helps.sort()).toEqual([...WORKER_FAMILIES.map(([n]) => n), ...HEALTH_FAMILIES, ...(c.targetInfo ? ['target_info'] : [])].sort());
   });
 
   it('no _total_total, no unit suffix added, no OpenTelemetry scope labels', () => {

@@ -92,6 +92,15 @@ endRow();
 stat('Restarts in range', 'sum(increase(gunicorn_master_worker_restarts_total[$__range]))', 'none', `sum(increase(gunicorn_master_worker_restarts_total{${J}}[$__range]))`, 12, 4);
 stat('Signals in range', 'sum(increase(gunicorn_master_signals_total[$__range]))', 'none', `sum(increase(gunicorn_master_signals_total{${J}}[$__range]))`, 12, 4);
 
+row('Scrape health (direct scrape only: prefork_otel_* describe the endpoint\'s own collection)');
+ts('Scrape collection duration', 'prefork_otel_scrape_duration_seconds: asking every worker, waiting (at most PREFORK_OTEL_SCRAPE_TIMEOUT), merging', 's',
+  [[`prefork_otel_scrape_duration_seconds{${J}}`, '{{instance}}']], 8);
+ts('Worker snapshot age', 'prefork_otel_worker_snapshot_age_seconds: 0 when the worker answered the scrape; above 0, the data served for it is that old (blocked, busy or dying worker)', 's',
+  [[`max by (worker_id) (prefork_otel_worker_snapshot_age_seconds{${JW}})`, 'worker {{worker_id}}']], 8);
+ts('Series folded or dropped by the bounds', 'increase(prefork_otel_series_overflow_total) by reason: endpoint_cap / endpoint_length (folded into __overflow__), retained_workers (exited workers dropped early), unfoldable', 'none',
+  [[`sum by (reason) (increase(prefork_otel_series_overflow_total{${J}}[${RI}]))`, '{{reason}}']], 8, 8, { bars: true, stack: true });
+endRow();
+
 const dashboard = {
   uid: 'prefork-otel',
   title: 'prefork-otel — gunicorn worker / master metrics',

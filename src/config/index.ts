@@ -34,7 +34,7 @@ export interface ExporterConfig extends OtelEnv, WebSources {
   workers: number;
   /** PREFORK_OTEL_ON_PORT_IN_USE */
   onPortInUse: PortInUsePolicy;
-  /** PREFORK_OTEL_MAX_ENDPOINTS: distinct normalised-path endpoint values per process */
+  /** PREFORK_OTEL_MAX_ENDPOINTS: distinct normalised-path endpoint values per process, and distinct endpoint values over the union a master serves */
   maxEndpoints: number;
   /** PREFORK_OTEL_BUCKETS */
   buckets: number[];
@@ -48,6 +48,8 @@ export interface ExporterConfig extends OtelEnv, WebSources {
   snapshotIntervalMs: number;
   /** PREFORK_OTEL_RETENTION (seconds): an exited worker's final series stay this long */
   retentionMs: number;
+  /** PREFORK_OTEL_MAX_RETAINED: at most this many exited workers' series are kept at a time */
+  maxRetained: number;
   /** PREFORK_OTEL_TARGET_INFO */
   targetInfo: boolean;
   /** PREFORK_OTEL_RECORDING: fast (per-series accumulators + MetricProducer) or otel (synchronous instruments) */
@@ -94,6 +96,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<ExporterCo
     scrapeTimeoutMs: seconds(env, 'PREFORK_OTEL_SCRAPE_TIMEOUT', 1, 0.01, 60),
     snapshotIntervalMs: seconds(env, 'PREFORK_OTEL_SNAPSHOT_INTERVAL', 5, 0.05, 3600),
     retentionMs: seconds(env, 'PREFORK_OTEL_RETENTION', 300, 0, 86400 * 7),
+    maxRetained: has(env, 'PREFORK_OTEL_MAX_RETAINED') ? parseInteger('PREFORK_OTEL_MAX_RETAINED', env.PREFORK_OTEL_MAX_RETAINED, 0, 10000) : 64,
     targetInfo: has(env, 'PREFORK_OTEL_TARGET_INFO') ? parseBool('PREFORK_OTEL_TARGET_INFO', env.PREFORK_OTEL_TARGET_INFO) : true,
     recording: has(env, 'PREFORK_OTEL_RECORDING') ? parseEnum('PREFORK_OTEL_RECORDING', env.PREFORK_OTEL_RECORDING, ['fast', 'otel'] as const) : 'fast',
     disabled: has(env, 'PREFORK_OTEL_DISABLED') ? parseBool('PREFORK_OTEL_DISABLED', env.PREFORK_OTEL_DISABLED) : false,

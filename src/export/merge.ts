@@ -2,6 +2,15 @@ import {
   DataPointType, type DataPoint, type Histogram, type MetricData, type ScopeMetrics,
 } from '@opentelemetry/sdk-metrics';
 
+/** Only counters and histograms of an exited process are kept (its gauges describe a dead process). */
+export function cumulativeOnly(scopes: ScopeMetrics[]): ScopeMetrics[] {
+  return scopes.map((sm) => ({
+    scope: sm.scope,
+    metrics: sm.metrics.filter((m) => m.dataPointType === DataPointType.HISTOGRAM
+      || (m.dataPointType === DataPointType.SUM && m.isMonotonic)),
+  }));
+}
+
 /**
  * Merges scope metrics from several sources (this process, worker snapshots) so that each metric
  * name appears once: data points of the same (scope, metric name) are put under one MetricData.

@@ -38,9 +38,8 @@ import { join } from 'node:path';
 import type { Resource } from '@opentelemetry/resources';
 import type { ResourceMetrics, ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import { ConfigError } from '../config';
-import { cumulativeOnly } from './aggregator';
-import { mergeScopeMetrics } from './merge';
-import { freshenSnapshot, toSnapshot, type Snapshot } from './snapshot';
+import { cumulativeOnly, mergeScopeMetrics } from './merge';
+import { freshenSnapshot, isSnapshot, toSnapshot, type Snapshot } from './snapshot';
 import { serializePrometheus } from './serializer';
 import { pidAlive } from '../util/pid';
 

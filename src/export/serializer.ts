@@ -125,8 +125,24 @@ function histogramLines(name: string, p: DataPoint<Histogram>): string {
 
 const WHITESPACE = /\s/;
 
+/**
+ * Text already written for a data point object under a metric name. A master keeps the point objects
+ * of a worker's series that did not change (src/export/snapshot.ts deltas), so their lines are reused
+ * instead of written again. Only for points that are never mutated (the hub's).
+ */
+export type LineCache = WeakMap<object, { name: string; text: string }>;
+
+function cachedLines(cache: LineCache | undefined, name: string, p: object, write: () => string): string {
+  if (!cache) return write();
+  const hit = cache.get(p);
+  if (hit !== undefined && hit.name === name) return hit.text;
+  const text = write();
+  cache.set(p, { name, text });
+  return text;
+}
+
 /** One metric's block as OTel writes it: trimmed, plus one newline ('' when the name is unusable). */
-function metricText(m: MetricData): string {
+function metricText(m: MetricData, cache?: LineCache): string {
   const name = metricName(m);
   if (name === '') return '';
   const unit = m.descriptor.unit ? `\n# UNIT ${name} ${escapeString(m.descriptor.unit)}` : '';
@@ -136,12 +152,14 @@ function metricText(m: MetricData): string {
     case DataPointType.SUM:
     case DataPointType.GAUGE:
       for (const p of m.dataPoints) {
-        const pairs = labelPairs(p.attributes);
-        out += `${name}${pairs.length > 0 ? `{${pairs}}` : ''} ${(lastValue = valueString(p.value))}\n`;
+        out += cachedLines(cache, name, p, () => {
+          const pairs = labelPairs(p.attributes);
+          return `${name}${pairs.length > 0 ? `{${pairs}}` : ''} ${valueString(p.value)}\n`;
+        });
       }
       break;
     case DataPointType.HISTOGRAM:
-      for (const p of m.dataPoints) out += histogramLines(name, p);
+      for (const p of m.dataPoints) out += cachedLines(cache, name, p, () => histogramLines(name, p));
       break;
     default:
       break;
@@ -156,7 +174,7 @@ function metricText(m: MetricData): string {
  * The exposition text of collected metrics: `target_info` (unless `targetInfo` is false), then every
  * metric once, with exactly its data points' labels.
  */
-export function serializePrometheus(rm: ResourceMetrics, opts: { targetInfo: boolean }): string {
+export function serializePrometheus(rm: ResourceMetrics, opts: { targetInfo: boolean }, cache?: LineCache): string {
   let text = '';
   if (opts.targetInfo) {
     const pairs = labelPairs(rm.resource.attributes);
@@ -165,7 +183,7 @@ export function serializePrometheus(rm: ResourceMetrics, opts: { targetInfo: boo
   let any = false;
   for (const sm of rm.scopeMetrics) {
     for (const m of sm.metrics) {
-      const block = metricText(m);
+      const block = metricText(m, cache);
       if (block !== '') {
         text += block;
         any = true;

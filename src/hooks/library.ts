@@ -12,6 +12,7 @@ import type { MeterProvider } from '@opentelemetry/api';
 import { EndpointPolicy } from '../metrics/labels';
 import { MasterMetrics } from '../metrics/MasterMetrics';
 import { Metrics } from '../metrics/Metrics';
+import { statusErrorType } from '../metrics/status';
 import { resolveEndpoint } from './routes';
 
 export interface LibraryServer { master_metrics?: MasterMetrics; meterProvider?: MeterProvider }
@@ -40,14 +41,16 @@ export const hooks = {
     req.start_time = performance.now();
   },
   /**
-   * post_request: record the request (method, endpoint, duration); a 5xx counts as failed
-   * (RequestError). `endpoint` defaults to the route template / normalised path of `req`.
+   * post_request: record the request (method, endpoint, duration). As the HTTP observer counts: a 504
+   * or a 408 fails it as TimeoutError, any other 5xx as RequestError (docs/metrics.md).
+   * `endpoint` defaults to the route template / normalised path of `req`.
    */
   post_request(worker: LibraryWorker, req: TimedRequest, res: ServerResponse, endpoint?: string): void {
     if (req.start_time === undefined) return;
     const seconds = (performance.now() - req.start_time) / 1000;
     hooks.worker_int(worker);
     const ep = endpoint ?? resolveEndpoint(req as never, policy);
-    worker.metrics!.recordRequest(req.method ?? 'OTHER', ep, seconds, res.statusCode < 500);
+    const errorType = statusErrorType(res.statusCode);
+    worker.metrics!.recordRequest(req.method ?? 'OTHER', ep, seconds, errorType === undefined, errorType);
   },
 };

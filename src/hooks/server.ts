@@ -95,6 +95,7 @@ export const DEFAULT_HOOKS: UserHooks = {
     if (!server.masterMetrics) server.masterMetrics = new MasterMetrics({ meterProvider: server.meterProvider });
   },
   child_exit(server, worker) {
+    // (an exited worker's retention is the reaper's job: it calls the scrape hub directly)
     if (worker.restartReason !== undefined) server.masterMetrics.recordWorkerRestart(worker.pid, worker.restartReason);
   },
   post_worker_init(worker) {

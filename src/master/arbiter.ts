@@ -7,7 +7,7 @@
  * murders silent workers and keeps the worker count); the signal handlers; halt and stop; reexec
  * and reload; then the worker steps (murder, reap, manage, spawn, kill). A worker's life is its
  * WorkerProcess's lifecycle (booting → running → leaving(reason) → exited); the restart reason comes
- * from that state (exit-reason.ts). The few calls into the aggregator are grouped under "metrics".
+ * from that state (exit-reason.ts). The scrape hub (export/hub.ts) owns the workers' links, snapshots and retention.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
@@ -15,12 +15,9 @@ import { join } from 'node:path';
 import { metrics as otelMetrics } from '@opentelemetry/api';
 import { ConfigError, type ExporterConfig } from '../config';
 import { loadRunnerConfig, WORKER_CLASS_NAMES, type RunnerConfig } from '../config/runner';
-import { Aggregator } from '../export/aggregator';
-import { WorkerLink } from '../export/ipc';
-import { serializePrometheus } from '../export/serializer';
+import { hubOptions, ScrapeHub, workerExitLine } from '../export/hub';
 import { startMetricsServer, type MetricsServer } from '../export/server';
 import { startHostMetrics } from '../export/host-metrics';
-import type { Snapshot } from '../export/snapshot';
 import { exporterSummary, Telemetry } from '../export/telemetry';
 import { HookRunner, type ServerApi, type WorkerInfo } from '../hooks/server';
 import type { MasterMetrics } from '../metrics/MasterMetrics';
@@ -57,7 +54,7 @@ export class Arbiter implements ServerApi {
   numWorkers: number;
   masterMetrics!: MasterMetrics;
   readonly telemetry: Telemetry;
-  readonly aggregator: Aggregator;
+  readonly hub: ScrapeHub;
   private hooks: HookRunner;
   private readonly workers = new Map<number, WorkerProcess>();
   private listeners: Listener[] = [];
@@ -99,7 +96,7 @@ export class Arbiter implements ServerApi {
     this.telemetry = new Telemetry(exporter, []);
     otelMetrics.setGlobalMeterProvider(this.telemetry.meterProvider);
     startHostMetrics(this.telemetry.meterProvider); // PREFORK_OTEL_HOST_METRICS=true: the master is the one process of the host
-    this.aggregator = new Aggregator(exporter.scrapeTimeoutMs, exporter.retentionMs);
+    this.hub = new ScrapeHub(hubOptions(exporter));
     this.hooks = new HookRunner(cfg.hooks, log);
   }
 
@@ -169,7 +166,7 @@ export class Arbiter implements ServerApi {
     if (e.disabled || !e.exporters.includes('prometheus')) return;
     const open = () => startMetricsServer({
       host: e.bindAddress, port: e.metricsPort, path: e.metricsPath, ref: true, web: e,
-      gather: async () => serializePrometheus(await this.gatherMetrics(), e),
+      gather: () => this.hub.scrape(() => this.telemetry.collect()),
     });
     try {
       this.metricsServer = await open();
@@ -186,30 +183,6 @@ export class Arbiter implements ServerApi {
         }, () => undefined);
       }, 1000);
     }
-  }
-
-  // ── metrics: the master's calls into the aggregator ─────────────────────────────────────────
-
-  /** a snapshot from a worker */
-  private metricsUpdate(w: WorkerProcess, snap: Snapshot): void {
-    this.aggregator.update(snap);
-    w.snapshotSeen = true;
-    if (snap.final) w.finalReceived = true;
-  }
-
-  /** a worker exited: its final counters and histograms are kept for the retention window */
-  private metricsRetain(w: WorkerProcess): void {
-    this.aggregator.exited(w.pid);
-  }
-
-  /**
-   * One scrape: the master's own metrics, and a fresh snapshot from the workers that sent one (a
-   * worker sends one before it serves its first request) and not yet their final one.
-   */
-  private async gatherMetrics() {
-    const sources: WorkerLink[] = [];
-    for (const w of this.workers.values()) if (w.snapshotSeen && !w.finalReceived && w.alive) sources.push(w.link);
-    return this.aggregator.gather(await this.telemetry.collect(), sources);
   }
 
   // ── the loop ────────────────────────────────────────────────────────────────────────────────
@@ -505,8 +478,10 @@ export class Arbiter implements ServerApi {
     while (this.exitedWorkers.length > 0) {
       const w = this.exitedWorkers.shift()!;
       if (!this.workers.delete(w.pid)) continue;
-      w.link.close();
       const { exitCode: code = null, signal = null } = w;
+      // retention, directly (not through the child_exit hook); the one line on what the worker was doing
+      this.log.info(workerExitLine(w.pid, { code, signal, bornAt: w.bornAt }, this.hub.summary(w.pid)));
+      this.hub.workerExited(w.pid);
       // a worker that could not boot (gunicorn: any exit with these codes) stops the master
       const bootFailure = w.leaveReason === undefined && (code === WORKER_BOOT_ERROR || code === APP_LOAD_ERROR);
       if (bootFailure && !this.halting) {
@@ -518,7 +493,6 @@ export class Arbiter implements ServerApi {
         oomRose: signal === 'SIGKILL' && this.unexpectedKill(w) && await this.oom.increased(),
         abortOnUncaught: this.abortOnUncaught,
       });
-      this.metricsRetain(w);
       await this.hooks.call('child_exit', this, this.exitInfo(w, reason));
     }
   }
@@ -614,7 +588,7 @@ export class Arbiter implements ServerApi {
 
   /** the master's record of the new worker: its snapshots, its messages, its exit (→ CHLD) */
   private watchWorker(child: ChildProcess, age: number): WorkerProcess {
-    const link = new WorkerLink(child.pid!, child, (snap) => this.metricsUpdate(w, snap));
+    const link = this.hub.attach(child.pid!, child);
     const w = new WorkerProcess(child, link, age);
     this.workers.set(w.pid, w);
     // a send to a worker that just died, a failed kill: logged, never fatal to the master

@@ -33,10 +33,6 @@ export class WorkerProcess implements WorkerInfo {
   lastBeat = Date.now();
   /** Date.now() when its oldest request still in progress started (sync workers report it), else undefined */
   busySince: number | undefined;
-  /** a snapshot arrived: it answers collections (it sends one before it serves) */
-  snapshotSeen = false;
-  /** its final snapshot arrived: it no longer answers collections */
-  finalReceived = false;
   /** a SIGKILL deadline is armed (graceful timeout) */
   deadline?: NodeJS.Timeout;
 

@@ -33,3 +33,33 @@ export type RestartReason = (typeof RESTART_REASONS)[number] | (string & {});
 
 /** The instrumentation scope every prefork-otel metric is produced under. */
 export const SCOPE = { name: 'prefork-otel', version: '0.1.0' } as const;
+
+/**
+ * prefork-otel's own health metrics (not in the reference): how the scrape itself is doing. Served by
+ * the scrape hub (src/export/hub.ts) of a master (the runner, a node:cluster primary) and of a single
+ * process; docs/metrics.md says exactly when each changes.
+ */
+export const HEALTH = {
+  scrapeDuration: {
+    name: 'prefork_otel_scrape_duration_seconds', labels: [] as const, unit: 's',
+    help: 'Duration of this scrape\'s collection (asking the workers, waiting for them, merging), in seconds',
+  },
+  snapshotAge: {
+    name: 'prefork_otel_worker_snapshot_age_seconds', labels: ['worker_id'] as const, unit: 's',
+    help: 'Age of the data served for each live worker: 0 when it answered this scrape, else seconds since its last snapshot',
+  },
+  seriesOverflow: {
+    name: 'prefork_otel_series_overflow_total', labels: ['reason'] as const, unit: '',
+    help: 'Series folded into endpoint="__overflow__" or dropped by the scrape bounds, by reason',
+  },
+} as const;
+
+/**
+ * reason of prefork_otel_series_overflow_total: `endpoint_cap` (folded: the union already had
+ * PREFORK_OTEL_MAX_ENDPOINTS values), `endpoint_length` (folded: value longer than the master's
+ * backstop length), `retained_workers` (an exited worker's series dropped before PREFORK_OTEL_RETENTION
+ * ran out, because PREFORK_OTEL_MAX_RETAINED exited workers were already held), `unfoldable` (a data
+ * point that could not be added into its overflow series and was dropped).
+ */
+export const OVERFLOW_REASONS = ['endpoint_cap', 'endpoint_length', 'retained_workers', 'unfoldable'] as const;
+export type OverflowReason = (typeof OVERFLOW_REASONS)[number];

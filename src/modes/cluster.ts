@@ -2,10 +2,11 @@
  * The preload under node:cluster (`node -r prefork-otel/register app.js`, app.js forking workers itself).
  *
  * Primary: a single process until it forks its first worker; from then on it is the master: its own
- * `gunicorn_worker_*` series are no longer exported (it does not serve requests), it serves the
- * aggregated endpoint (its own metrics + every worker's, gathered over IPC at scrape time with the
- * `PREFORK_OTEL_SCRAPE_TIMEOUT` deadline), keeps exited workers' counters and histograms for
- * `PREFORK_OTEL_RETENTION`, and records the restarts it observes through cluster 'exit' events.
+ * `gunicorn_worker_*` series are no longer exported (it does not serve requests), and its endpoint is
+ * the scrape hub's (src/export/hub.ts: its own metrics + every worker's, gathered over IPC at scrape
+ * time with the `PREFORK_OTEL_SCRAPE_TIMEOUT` deadline, exited workers retained, the union endpoint
+ * cap), and it records the restarts it observes through cluster 'exit' events (reasons from
+ * master/exit-reason.ts). This file only wires node:cluster's events to the hub.
  *
  * Worker (a cluster worker whose primary runs the preload): a WorkerRuntime answering the primary's
  * collect requests and pushing a snapshot every `PREFORK_OTEL_SNAPSHOT_INTERVAL`; no endpoint of its own.
@@ -14,10 +15,9 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { ResourceMetrics, ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
-import { Aggregator } from '../export/aggregator';
 import { startHostMetrics } from '../export/host-metrics';
-import { internalChannel, SnapshotResponder, TAG, WorkerLink, type SnapshotMessage } from '../export/ipc';
-import { serializePrometheus } from '../export/serializer';
+import { hubOptions, ScrapeHub } from '../export/hub';
+import { internalChannel, SnapshotResponder, TAG, type SnapshotMessage } from '../export/ipc';
 import { freshenSnapshot } from '../export/snapshot';
 import { M, SCOPE, type RestartReason } from '../metrics/contract';
 import { MasterMetrics } from '../metrics/MasterMetrics';
@@ -119,32 +119,22 @@ export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
   process.env[PRIMARY_ENV] = String(process.pid);
   const runtime = processRuntime(config);
   startHostMetrics(runtime.telemetry.meterProvider); // PREFORK_OTEL_HOST_METRICS=true: the one process of the host
-  const aggregator = new Aggregator(config.scrapeTimeoutMs, config.retentionMs);
-  const links = new Map<number, WorkerLink>();
+  // the one scrape hub: the workers' links, snapshots, retention, the union cap, the merge. Until the
+  // first fork this process is a single process: its own series, snapshot age 0.
+  const hub = new ScrapeHub(hubOptions(config, { selfWorkerId: () => (watch.master ? undefined : runtime.metrics.workerId) }));
   const watch = new PrimaryWatch(runtime, {
     fork: (w) => {
-      const pid = w.process.pid;
-      if (pid === undefined) return;
-      const link = new WorkerLink(pid, internalChannel(w.process as never), (s) => aggregator.update(s));
-      links.set(pid, link);
-      // 'close' comes after the IPC channel closed, so a final snapshot sent just before exit is not missed
-      w.process.once('close', () => link.close());
+      if (w.process.pid !== undefined) hub.attach(w.process.pid, internalChannel(w.process as never));
     },
+    // retention directly from the exit handler; a final snapshot still in the pipe is applied when it arrives
     exit: (w) => {
-      const pid = w.process.pid;
-      if (pid === undefined) return;
-      links.delete(pid);
-      aggregator.exited(pid);
+      if (w.process.pid !== undefined) hub.workerExited(w.process.pid);
     },
   });
   // a signal must not cost the push readers their last export
   if (hasPushReaders(config)) flushOnProcessEnd(NOTHING_TO_FLUSH, endTimeoutMs(config));
   if (!config.exporters.includes('prometheus')) return Promise.resolve();
-  return serveMetricsEndpoint(config, async () => {
-    if (!watch.master) return runtime.telemetry.scrape();
-    const rm = await aggregator.gather(await watch.localMetrics(), [...links.values()]);
-    return serializePrometheus(rm, config);
-  });
+  return serveMetricsEndpoint(config, () => hub.scrape(() => watch.localMetrics()));
 }
 
 /**
@@ -157,7 +147,9 @@ export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
 export function startClusterWorker(config: ExporterConfig): WorkerRuntime {
   const runtime = processRuntime(config);
   const channel = internalChannel(process as never);
-  const responder = new SnapshotResponder(runtime.telemetry, channel).start(config.snapshotIntervalMs);
+  const responder = new SnapshotResponder(runtime.telemetry, channel, process.pid, () => runtime.observer.inFlight).start(config.snapshotIntervalMs);
+  // a first snapshot now: from then on the primary's hub asks this worker at every scrape
+  void responder.send(false);
   const timeoutMs = endTimeoutMs(config);
   let finalSent = false;
   let finalFlush: Promise<void> | undefined;

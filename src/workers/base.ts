@@ -153,7 +153,9 @@ export abstract class BaseWorker implements WorkerApi {
   /** Boot, serve, and tell the master we are ready. `handles[bind][copy]`. */
   async run(handles: SocketHandle[][]): Promise<void> {
     this.runtime = new WorkerRuntime(this.config, this.requestHooks(), { workerId: this.pid, producers: this.producers() });
-    this.responder = new SnapshotResponder(this.runtime.telemetry).start(this.config.snapshotIntervalMs);
+    // requests in flight, for the master's exit line (gthread's are counted in its threads: not known here)
+    const inFlight = this.boot.kind === 'gthread' ? undefined : () => this.runtime.observer.inFlight;
+    this.responder = new SnapshotResponder(this.runtime.telemetry, undefined, undefined, inFlight).start(this.config.snapshotIntervalMs);
     if (this.watchdogEnabled) this.startWatchdog();
     // a first snapshot before serving: from now on the master asks this worker at every scrape
     await this.responder.send(false);
