@@ -8,6 +8,7 @@
  */
 import { TAG } from '../export/ipc';
 import type { AppSpec, RunnerSettings, WorkerKind } from '../config/runner';
+import type { ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { RestartReason } from '../metrics/contract';
 
 export { TAG };
@@ -58,3 +59,36 @@ export function beatPeriodMs(timeoutSeconds: number): number {
 export function murderGraceMs(timeoutSeconds: number, abortOnTimeout: boolean): number {
   return abortOnTimeout ? beatPeriodMs(timeoutSeconds) + 1000 : 0;
 }
+
+/**
+ * gthread: a thread's start data (workerData), and the messages between the process's main thread
+ * and each serving thread (workers/gthread.ts ↔ workers/thread.ts).
+ */
+export interface ThreadData {
+  boot: WorkerBoot;
+  index: number;
+  /** this thread's fd of each listening socket */
+  fds: number[];
+  capacity: number;
+  /** Int32Array[0]: requests started by all threads of the process (--max-requests) */
+  counter: SharedArrayBuffer;
+  /** Float64Array[index]: Date.now() of this thread's last event-loop tick (heartbeat) */
+  ticks: SharedArrayBuffer;
+}
+
+/** main → thread: collect the series (answer `scopes`); stop accepting; stop (drain for `ms`, or not) */
+export type ToThread =
+  | { cmd: 'collect'; id: number }
+  | { cmd: 'close' }
+  | { cmd: 'stop'; graceful: boolean; ms: number };
+
+/**
+ * thread → main: serving; the series asked for; this thread started the request that reached
+ * --max-requests; its final series (it serves no more); it failed to boot.
+ */
+export type FromThread =
+  | { cmd: 'ready' }
+  | { cmd: 'scopes'; id: number; scopes: ScopeMetrics }
+  | { cmd: 'quota' }
+  | { cmd: 'final'; scopes: ScopeMetrics }
+  | { cmd: 'failed'; message: string; exitCode: number };
