@@ -20,7 +20,7 @@ import { Telemetry } from '../export/telemetry';
 import { HookRunner, type ServerApi, type WorkerInfo } from '../hooks/server';
 import type { MasterMetrics } from '../metrics/MasterMetrics';
 import {
-  APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RetireMessage, type WorkerBoot,
+  APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RelistenMessage, type RetireMessage, type WorkerBoot,
 } from '../workers/protocol';
 import { classifyExit, OomKillCounter } from './exit-reason';
 import type { RunnerLog } from '../util/logger';
@@ -390,6 +390,11 @@ export class Arbiter implements ServerApi {
   private onWorkerMessage(w: WorkerProcess, m: unknown): void {
     if (isTagged(m, 'beat')) {
       w.lastBeat = (m as BeatMessage).tick;
+    } else if (isTagged(m, 'relisten')) {
+      // sync: a fresh copy of a listening socket for a worker that gave its own up while busy
+      const index = (m as RelistenMessage).index;
+      const l = this.listeners[index];
+      if (l && w.alive) w.child.send({ [TAG]: 'listen', index, copy: 0 }, l.handle as never, () => undefined);
     } else if (isTagged(m, 'ready')) {
       if (w.state === 'booting') w.state = 'running';
       // a reload retires one old worker per new worker that is up

@@ -18,7 +18,7 @@ import type { RestartReason } from '../metrics/contract';
 import type { SocketHandle } from './acceptor';
 import { loadApp } from './app';
 import { ServingLoop } from './loop';
-import { TAG, type WorkerBoot } from './protocol';
+import { TAG, isTagged, type ListenMessage, type RelistenMessage, type WorkerBoot } from './protocol';
 import { WorkerRuntime } from './runtime';
 import { Watchdog } from './watchdog';
 import { sleep } from '../util/time';
@@ -49,6 +49,27 @@ export const heartbeat = {
     setInterval(beat, ms).unref();
   },
 };
+
+/** waiting for a fresh copy of listening socket i (RelistenMessage), oldest first */
+const relistening: Array<Array<(h: SocketHandle) => void>> = [];
+let relistenInstalled = false;
+
+/** A fresh copy of listening socket `index` from the master (sync's pause while busy). */
+function relisten(index: number): Promise<SocketHandle> {
+  if (!relistenInstalled) {
+    relistenInstalled = true;
+    process.on('message', (m: unknown, handle: unknown) => {
+      if (!isTagged(m, 'listen') || !handle) return;
+      const waiter = relistening[(m as ListenMessage).index]?.shift();
+      if (waiter) waiter(handle as SocketHandle);
+      else (handle as { close?: () => void }).close?.();
+    });
+  }
+  return new Promise((resolve) => {
+    (relistening[index] ??= []).push(resolve);
+    void toMaster({ [TAG]: 'relisten', index } satisfies RelistenMessage);
+  });
+}
 
 export abstract class BaseWorker implements WorkerApi {
   readonly pid = process.pid;
@@ -90,11 +111,15 @@ export abstract class BaseWorker implements WorkerApi {
     return this.boot.abortOnTimeout && this.boot.timeout > 0;
   }
 
-  /** The serving loop of an in-process class (sync: `capacity` 1 and `Connection: close` on every response). */
-  protected createLoop(capacity: number, closeEach: boolean): ServingLoop {
+  /**
+   * The serving loop of an in-process class (sync: `capacity` 1, `Connection: close` on every
+   * response, and `pauseWhileBusy`: no listening socket held while serving).
+   */
+  protected createLoop(capacity: number, closeEach: boolean, pauseWhileBusy = false): ServingLoop {
     return new ServingLoop({
       capacity,
       closeEach,
+      relisten: pauseWhileBusy ? relisten : undefined,
       keepAlive: this.boot.keepAlive,
       maxRequests: this.boot.maxRequests,
       count: () => ++this.requests,

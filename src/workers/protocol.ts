@@ -5,6 +5,8 @@
  * the reason it is leaving.
  *   master → worker: { [TAG]: 'listen', index, copy } + the socket handle
  *   worker → master: { [TAG]: 'ready' } | { [TAG]: 'beat', tick } | { [TAG]: 'retire', reason }
+ *                    | { [TAG]: 'relisten', index } (sync: send me a fresh copy of socket `index`; the
+ *                      master answers with a 'listen' message and the handle, as at fork)
  */
 import { TAG } from '../export/ipc';
 import type { AppSpec, RunnerSettings, WorkerKind } from '../config/runner';
@@ -40,7 +42,13 @@ export interface ReadyMessage { [TAG]: 'ready' }
 /** `tick`: Date.now() of the stalest event loop of the worker (a gthread worker has several) */
 export interface BeatMessage { [TAG]: 'beat'; tick: number }
 export interface RetireMessage { [TAG]: 'retire'; reason: RestartReason; signal?: string }
-export type WorkerMessage = ReadyMessage | BeatMessage | RetireMessage;
+/**
+ * sync: the worker closed its copy of listening socket `index` while busy (so connections go to a
+ * free worker) and wants a fresh one for when it is free again: the master answers
+ * `{ [TAG]: 'listen', index, copy: 0 }` with the socket's handle.
+ */
+export interface RelistenMessage { [TAG]: 'relisten'; index: number }
+export type WorkerMessage = ReadyMessage | BeatMessage | RetireMessage | RelistenMessage;
 
 export function isTagged(m: unknown, kind: string): boolean {
   return !!m && typeof m === 'object' && (m as Record<string, unknown>)[TAG] === kind;

@@ -10,7 +10,7 @@ import { BaseWorker } from './base';
  * waits its turn here, unread, and is served next — none is dropped.
  */
 export class PrometheusWorker extends BaseWorker {
-  protected override loop = this.createLoop(1, true);
+  protected override loop = this.createLoop(1, true, true);
 
   protected override async serve(handles: SocketHandle[][]): Promise<void> {
     await this.serveInProcess(handles);
