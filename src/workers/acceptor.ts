@@ -62,6 +62,12 @@ export class Acceptor {
   private paused = false;
   private readonly spare: Array<Promise<SocketHandle> | undefined> = [];
   private readonly onConnection = (sock: net.Socket) => this.accept(sock);
+  /**
+   * ref'd only while the listening sockets are given up: the worker's IPC channel is unref'd (see
+   * export/ipc.ts), so without it a paused worker between two requests would have nothing keeping
+   * its event loop alive and would exit
+   */
+  private hold: NodeJS.Timeout | undefined;
 
   constructor(readonly server: HttpServer | net.Server, readonly capacity: number, private readonly events: AcceptorEvents) {
     this.admit = server.listeners('connection') as Array<(s: net.Socket) => void>;
@@ -114,6 +120,7 @@ export class Acceptor {
     const relisten = this.events.relisten;
     if (!relisten || this.paused || this.closed) return;
     this.paused = true;
+    (this.hold ??= setInterval(() => undefined, 1 << 30)).ref();
     for (let i = 0; i < this.servers.length; i++) {
       const h = (this.servers[i] as unknown as { _handle: ListenHandle | null })._handle;
       if (!h) continue;
@@ -127,10 +134,12 @@ export class Acceptor {
   private resume(): void {
     if (!this.paused || this.closed) return;
     this.paused = false;
+    const waits: Promise<unknown>[] = [];
     for (let i = 0; i < this.servers.length; i++) {
       const next = this.spare[i];
       this.spare[i] = undefined;
       if (!next) continue;
+      waits.push(next);
       const server = this.servers[i] as unknown as { _handle: ListenHandle | null };
       const old = server._handle;
       void next.then((h) => {
@@ -148,6 +157,8 @@ export class Acceptor {
         nh.listen(511);
       });
     }
+    // listening again (or not needed): nothing to wait for any more
+    void Promise.all(waits).then(() => { if (!this.paused) this.hold?.unref(); });
   }
 
   /** connections accepted and waiting for a slot */
@@ -169,6 +180,7 @@ export class Acceptor {
       netClose.call(s);
     }
     for (const p of this.spare) void p?.then((h) => (h as unknown as ListenHandle).close?.());
+    if (this.hold) clearInterval(this.hold);
   }
 
   /** responses not yet started close their connection (a drain began) */
