@@ -22,6 +22,7 @@ import type { MasterMetrics } from '../metrics/MasterMetrics';
 import {
   APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RelistenMessage, type RetireMessage, type WorkerBoot,
 } from '../workers/protocol';
+import { jitteredMaxRequests } from '../workers/loop';
 import { classifyExit, OomKillCounter } from './exit-reason';
 import type { RunnerLog } from '../util/logger';
 import { Pidfile } from './pidfile';
@@ -336,7 +337,7 @@ export class Arbiter implements ServerApi {
       const boot: WorkerBoot = {
         app: c.app, kind: c.workerClass, threads: c.threads, workerConnections: c.workerConnections,
         timeout: c.timeout, abortOnTimeout: c.abortOnTimeout, gracefulTimeout: c.gracefulTimeout, keepAlive: c.keepAlive,
-        maxRequests: c.maxRequests > 0 ? c.maxRequests + Math.floor(Math.random() * (c.maxRequestsJitter + 1)) : 0,
+        maxRequests: jitteredMaxRequests(c.maxRequests, c.maxRequestsJitter),
         configFile: c.configFile, procName: c.procName, logLevel: c.logLevel, age,
         binds: this.listeners.length, copies: c.workerClass === 'gthread' ? c.threads : 1, beatMs: beatPeriodMs(c.timeout),
       };
