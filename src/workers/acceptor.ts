@@ -57,6 +57,8 @@ export class Acceptor {
   /** every socket accepted and not yet closed */
   readonly sockets = new Set<net.Socket>();
   private active = 0;
+  /** Date.now() when the connections in service went from none to some; 0 while none is (sync's --timeout) */
+  busySince = 0;
   private closed = false;
   /** sync: the listening handles are given up while full */
   private paused = false;
@@ -97,9 +99,9 @@ export class Acceptor {
   }
 
   private dispatch(sock: net.Socket): void {
-    this.active++;
+    if (this.active++ === 0) this.busySince = Date.now();
     sock.once('close', () => {
-      this.active--;
+      if (--this.active === 0) this.busySince = 0;
       this.next();
     });
     for (const f of this.admit) f.call(this.server, sock);

@@ -150,11 +150,11 @@ export abstract class BaseWorker implements WorkerApi {
    * handle_abort. Tell the master why, count every request in progress as failed with
    * TimeoutError, run worker_abort, send the final snapshot; the watchdog then kills the process.
    */
-  protected abortOnTimeout(): void {
+  protected abortOnTimeout(why = 'event loop blocked'): void {
     if (this.aborted) return;
     this.aborted = true;
     this.alive = false;
-    this.log.critical(`WORKER TIMEOUT (pid:${this.pid}): event loop blocked for more than ${this.boot.timeout}s; aborting`);
+    this.log.critical(`WORKER TIMEOUT (pid:${this.pid}): ${why} for more than ${this.boot.timeout}s; aborting`);
     const send = (m: object) => { try { process.send?.(m); } catch { /* the master is gone */ } };
     send({ [TAG]: 'retire', reason: 'timeout' });
     const metrics = this.runtime.metrics;

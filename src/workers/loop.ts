@@ -115,6 +115,15 @@ export class ServingLoop {
     return this.drainer.state;
   }
 
+  /**
+   * Date.now() since when connections have been in service without a break; 0 when none is. For
+   * sync (one at a time) that is when the request in progress began: its heartbeat (gunicorn's sync
+   * worker notifies the master only between requests).
+   */
+  get busySince(): number {
+    return this.acceptor?.busySince ?? 0;
+  }
+
   /** connections accepted and not yet closed */
   get connections(): number {
     return this.drainer.connections;
