@@ -20,8 +20,10 @@ const CLI = join(ROOT, 'dist/cjs/cli.js');
 
 const VARIANTS = {
   bare: { label: 'bare node:http', args: (port) => [APPS.http], env: (port) => ({ PORT: String(port) }) },
-  runnerDefaults: { label: 'runner -w 1 (defaults: sync, watchdog)', args: (port) => [CLI, '-w', '1', '-b', `127.0.0.1:${port}`, APPS.http] },
-  runnerSyncNoWatchdog: { label: 'runner -w 1 --timeout 0 (sync, no watchdog)', args: (port) => [CLI, '-w', '1', '--timeout', '0', '-b', `127.0.0.1:${port}`, APPS.http] },
+  // sync closes every connection (as gunicorn's): its bare baseline gets the same load, one connection per request
+  bareClose: { label: 'bare node:http, Connection: close', close: true, args: (port) => [APPS.http], env: (port) => ({ PORT: String(port) }) },
+  runnerDefaults: { label: 'runner -w 1 (defaults: sync, watchdog)', close: true, args: (port) => [CLI, '-w', '1', '-b', `127.0.0.1:${port}`, APPS.http] },
+  runnerSyncNoWatchdog: { label: 'runner -w 1 --timeout 0 (sync, no watchdog)', close: true, args: (port) => [CLI, '-w', '1', '--timeout', '0', '-b', `127.0.0.1:${port}`, APPS.http] },
   runnerAsync: { label: 'runner -w 1 -k async (watchdog)', args: (port) => [CLI, '-w', '1', '-k', 'async', '-b', `127.0.0.1:${port}`, APPS.http] },
   runnerNoWatchdog: { label: 'runner -w 1 -k async --timeout 0 (no watchdog)', args: (port) => [CLI, '-w', '1', '-k', 'async', '--timeout', '0', '-b', `127.0.0.1:${port}`, APPS.http] },
 };
@@ -57,10 +59,10 @@ async function measureOne(name, n) {
   try {
     await waitForPort(port);
     // the serving process: the app itself, or the runner's one worker
-    const pid = name === 'bare' ? child.pid : childrenOf(child.pid)[0];
+    const pid = name.startsWith('bare') ? child.pid : childrenOf(child.pid)[0];
     if (!pid) throw new Error(`${name}: no worker process (${stderr})`);
     const idle = memOf(pid);
-    const r = await loadPaths(`http://127.0.0.1:${port}/`, n, 'routes', { count: 200, connections: 16 });
+    const r = await loadPaths(`http://127.0.0.1:${port}/`, n, 'routes', { count: 200, connections: 16, close: !!v.close });
     await new Promise((res) => setTimeout(res, 500));
     const loaded = memOf(pid);
     return { label: v.label, requests: r.requests, errors: r.errors, idle, loaded };
@@ -76,15 +78,17 @@ async function measureOne(name, n) {
 export async function runRunnerMemory({ n = 20_000, log = console.log, only } = {}) {
   const out = {};
   for (const name of Object.keys(VARIANTS)) {
-    if (only && name !== 'bare' && !only.includes(name)) continue;
+    if (only && !name.startsWith('bare') && !only.includes(name)) continue;
     out[name] = await measureOne(name, n);
     const m = out[name];
     log(`memory-runner ${m.label.padEnd(48)} idle ${m.idle.rssMB.toFixed(1)} MB RSS; after ${m.requests} req ${m.loaded.rssMB.toFixed(1)} MB RSS (private ${m.loaded.privateMB.toFixed(1)} MB), ${m.loaded.threads} threads, ${m.errors} errors`);
   }
   for (const name of Object.keys(out)) {
-    if (name === 'bare') continue;
-    out[name].addedRssMB = +(out[name].loaded.rssMB - out.bare.loaded.rssMB).toFixed(1);
-    out[name].addedPrivateMB = +(out[name].loaded.privateMB - out.bare.loaded.privateMB).toFixed(1);
+    if (name.startsWith('bare')) continue;
+    // against the bare app under the same load (sync: one connection per request)
+    const base = VARIANTS[name].close ? out.bareClose : out.bare;
+    out[name].addedRssMB = +(out[name].loaded.rssMB - base.loaded.rssMB).toFixed(1);
+    out[name].addedPrivateMB = +(out[name].loaded.privateMB - base.loaded.privateMB).toFixed(1);
   }
   return out;
 }
