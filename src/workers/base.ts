@@ -142,8 +142,33 @@ export abstract class BaseWorker implements WorkerApi {
 
   /** a watchdog thread for this (serving) event loop */
   protected startWatchdog(): void {
-    this.watchdog = new Watchdog(this.boot.timeout * 1000, () => this.abortOnTimeout()).start();
+    this.watchdog = new Watchdog(this.boot.timeout * 1000, () => this.abortOnTimeout(), (sig) => this.quitNow(sig)).start();
   }
+
+  /**
+   * INT / QUIT while the event loop is busy in JavaScript, run by the watchdog inside it
+   * (synchronous only): gunicorn's handle_quit, at once. Tell the master, run worker_int, cut the
+   * connections (their requests are not counted: they never completed), send the final snapshot
+   * with everything counted so far, exit 0.
+   */
+  protected quitNow(signal: string): void {
+    if (this.quitting) return;
+    this.quitting = true;
+    this.alive = false;
+    const send = (m: object) => { try { process.send?.(m); } catch { /* the master is gone */ } };
+    send({ [TAG]: 'retire', reason: 'signal', signal });
+    try {
+      void this.hooks.user.worker_int?.(this as never);
+    } catch (e) {
+      this.log.error(`hook worker_int failed: ${(e as Error)?.stack ?? e}`);
+    }
+    this.runtime.metrics.updateWorkerState('stopping');
+    this.loop?.abandon();
+    send({ [TAG]: 'snapshot', snapshot: freshenSnapshot(this.responder.last, processProducer.scopeMetrics()) });
+    process.exit(0);
+  }
+
+  private quitting = false;
 
   /**
    * The watchdog's abort, run inside the blocked event loop (synchronous only): gunicorn's
@@ -176,6 +201,8 @@ export abstract class BaseWorker implements WorkerApi {
     this.runtime = new WorkerRuntime(this.config, this.requestHooks(), { workerId: this.pid, producers: this.producers() });
     this.responder = new SnapshotResponder(this.runtime.telemetry).start(this.config.snapshotIntervalMs);
     if (this.watchdogEnabled) this.startWatchdog();
+    // serve only once the watchdog watches (bounded: a thread that cannot start does not stop the worker)
+    if (this.watchdog) await Promise.race([this.watchdog.ready, sleep(5000)]);
     // a first snapshot before serving: from now on the master asks this worker at every scrape
     await this.responder.send(false);
     this.initSignals();
@@ -242,7 +269,8 @@ export abstract class BaseWorker implements WorkerApi {
 
   /** SIGINT / SIGQUIT: gunicorn's handle_quit: worker_int, then leave without draining. */
   private async quit(signal: string): Promise<void> {
-    if (!this.alive) return;
+    if (!this.alive || this.quitting) return;
+    this.quitting = true;
     await toMaster({ [TAG]: 'retire', reason: 'signal', signal });
     await this.hooks.call('worker_int', this);
     await this.stop(false);

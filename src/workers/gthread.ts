@@ -202,6 +202,9 @@ export class PrometheusThreadWorker extends BaseWorker {
 
   private async stopThreads(graceful: boolean, ms: number): Promise<void> {
     for (const t of this.threads) t.send({ cmd: 'stop', graceful, ms });
-    await Promise.race([Promise.all(this.threads.map((t) => t.finished)), sleep(ms + 2000)]);
+    // a fast stop gives a thread busy in JavaScript 100 ms, then ends it (INT / QUIT: gunicorn cuts
+    // requests in progress at once); what it counted since the last collection is lost
+    await Promise.race([Promise.all(this.threads.map((t) => t.finished)), sleep(graceful ? ms + 2000 : 100)]);
+    if (!graceful) for (const t of this.threads) if (!t.done) void t.worker.terminate();
   }
 }
