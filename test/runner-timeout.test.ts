@@ -60,3 +60,28 @@ describe('-k sync --timeout 3: a request shorter than --timeout', () => {
     expect(total(await r.scrape(), 'gunicorn_master_worker_restarts_total')).toBe(0);
   }, 30_000);
 });
+
+describe('-k gthread --threads 2 --timeout 2: one thread blocked past --timeout', () => {
+  it('ends that thread only: the other thread\'s requests in progress finish (200), the worker leaves with reason timeout', async () => {
+    r = await startRunner(['-w', '1', '-k', 'gthread', '--threads', '2', '--timeout', '2', APP], { workers: 1 });
+    const runner = r;
+    const [pid] = await runner.running();
+    const blocked = get(runner.port, '/block?ms=20000');
+    await waitFor(() => runner.proc.stdout.includes('block-start') || undefined, 10_000, 'one thread blocked');
+    // the blocked thread cannot accept: these go to the other thread, and outlast the timeout
+    const slow = [0, 1, 2].map((i) => get(runner.port, `/slow?ms=3500&id=g${i}`));
+    await waitFor(() => (runner.proc.stdout.match(/slow-start \d+ g/g)?.length ?? 0) === 3 || undefined, 10_000, 'three requests in progress on the other thread');
+    expect(await blocked).toMatch(/^(ECONNRESET|socket hang up)$/);
+    expect(await Promise.all(slow)).toEqual(['200', '200', '200']);
+    await runner.waitRunning(1, [pid!]);
+    const s = await waitFor(async () => {
+      const x = await runner.scrape();
+      return total(x, 'gunicorn_master_worker_restarts_total') === 1 ? x : undefined;
+    }, 20_000, 'the restart');
+    expect(value(s, 'gunicorn_master_worker_restarts_total', { worker_id: pid!, reason: 'timeout' })).toBe(1);
+    expect(runner.proc.stderr).toContain(`WORKER TIMEOUT (pid:${pid})`);
+    // the blocked request failed with TimeoutError, the three others succeeded
+    expect(total(s, 'gunicorn_worker_requests_total', { worker_id: pid! })).toBe(4);
+    expect(total(s, 'gunicorn_worker_failed_requests_total', { worker_id: pid!, error_type: 'TimeoutError' })).toBe(1);
+  }, 60_000);
+});

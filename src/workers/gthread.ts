@@ -88,7 +88,8 @@ export class PrometheusThreadWorker extends BaseWorker {
     const ticks = new Float64Array(this.ticks);
     heartbeat.source = () => {
       let min = Date.now();
-      for (let i = 0; i < n; i++) if (ticks[i]! < min) min = ticks[i]!;
+      // a thread already ended (a timed-out one) no longer holds the worker's heartbeat back
+      for (let i = 0; i < n; i++) if (!this.threads[i]?.done && ticks[i]! < min) min = ticks[i]!;
       return min;
     };
     const started: Promise<void>[] = [];
@@ -156,10 +157,17 @@ export class PrometheusThreadWorker extends BaseWorker {
     timer.unref();
   }
 
+  /**
+   * A thread blocked past --timeout. gunicorn's gthread is not killed by one long request (its
+   * main loop keeps notifying); here a blocked thread is a whole event loop whose connections are
+   * all stuck, so it is ended — but only it: its requests in progress fail with TimeoutError (it
+   * is interrupted through the inspector first, so they are counted), `worker_abort` runs, and the
+   * worker then leaves gracefully (reason timeout): the other threads finish every request they
+   * have, and the master starts the replacement at once.
+   */
   private async abortStalledThread(index: number): Promise<void> {
     this.aborted = true;
-    this.alive = false;
-    this.log.critical(`WORKER TIMEOUT (pid:${this.pid}): thread ${index}'s event loop blocked for more than ${this.boot.timeout}s; aborting`);
+    this.log.critical(`WORKER TIMEOUT (pid:${this.pid}): thread ${index}'s event loop blocked for more than ${this.boot.timeout}s; ending that thread, the others drain`);
     await toMaster({ [TAG]: 'retire', reason: 'timeout' });
     const t = this.threads[index]!;
     const session = new Session();
@@ -173,17 +181,17 @@ export class PrometheusThreadWorker extends BaseWorker {
     session.post('NodeWorker.enable', { waitForDebuggerOnStart: false });
     await Promise.race([t.finished, sleep(1000)]);
     session.disconnect();
+    // the thread's connections (the request that blocks it among them) close with it
+    void t.worker.terminate();
     t.finish();
-    this.metrics.updateWorkerState('stopping');
     try {
       await this.hooks.user.worker_abort?.(this as never);
     } catch (e) {
       this.log.error(`hook worker_abort failed: ${(e as Error)?.stack ?? e}`);
     }
-    this.abandon();
-    await this.finalFlush();
-    process.exit(1);
+    await this.stop(true);
   }
+
 
   /** ask every thread to stop (draining for up to `ms`) and wait for their final series */
   protected override async drain(ms: number): Promise<void> {
