@@ -83,6 +83,12 @@ export class Acceptor {
       const s = i === 0 ? this.server : net.createServer({ pauseOnConnect: true }, this.onConnection);
       this.servers.push(s);
       await listenOn(s, handles[i]!);
+      if (this.events.relisten) {
+        // the socket's address never changes, but while paused the server holds a closed handle:
+        // server.address() (apps call it, even per request) answers from here
+        const address = s.address();
+        s.address = () => address;
+      }
     }
   }
 
