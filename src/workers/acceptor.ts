@@ -131,7 +131,7 @@ export class Acceptor {
     (this.hold ??= setInterval(() => undefined, 1 << 30)).ref();
     for (let i = 0; i < this.servers.length; i++) {
       const h = (this.servers[i] as unknown as { _handle: ListenHandle | null })._handle;
-      if (!h) continue;
+      if (!h || this.spare[i]) continue;
       // the handle only: the net.Server object (the app's) stays as it is, only its fd goes away
       h.close();
       this.spare[i] = relisten(i);
@@ -151,10 +151,15 @@ export class Acceptor {
       const server = this.servers[i] as unknown as { _handle: ListenHandle | null };
       const old = server._handle;
       void next.then((h) => {
-        if (this.closed || this.paused || server._handle !== old) {
-          // stopped meanwhile, or full again: this copy is not needed
+        if (this.paused && !this.closed && server._handle === old) {
+          // full again (another --bind took a connection) before this copy came: keep it for the next resume
+          if (this.spare[i]) (h as unknown as ListenHandle).close?.();
+          else this.spare[i] = Promise.resolve(h);
+          return;
+        }
+        if (this.closed || server._handle !== old) {
+          // stopped meanwhile: this copy is not needed
           (h as unknown as ListenHandle).close?.();
-          if (this.paused && !this.closed && server._handle === old) this.spare[i] = Promise.resolve(h);
           return;
         }
         const nh = h as unknown as ListenHandle;
