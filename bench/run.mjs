@@ -112,6 +112,8 @@ if (want('cluster')) {
 if (want('memory')) {
   log('— memory per worker: 200 routes, then random paths —');
   results.memory = { http: await runMemory(gen, { app: 'http', variants: ['bare', 'prefork', 'prom'], n: P.memN, log }) };
+  // a runner worker against the same app bare, with and without the watchdog (bench/memory-runner.mjs)
+  if (runnerAvailable()) results.memoryRunner = await (await import('./memory-runner.mjs')).runRunnerMemory({ n: quick ? 3000 : 20_000, log });
 }
 if (want('scrape')) {
   log('— scrape cost, master side in-process (Prometheus series per worker) —');

@@ -24,8 +24,9 @@ import type { MasterMetrics } from '../metrics/MasterMetrics';
 import type { RestartReason } from '../metrics/contract';
 import type { RunnerLog } from '../util/logger';
 import {
-  APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RetireMessage, type WorkerBoot,
+  APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RelistenMessage, type RetireMessage, type WorkerBoot,
 } from '../workers/protocol';
+import { jitteredMaxRequests } from '../workers/loop';
 import { abortsOnUncaughtException, OomKillCounter, restartReason } from './exit-reason';
 import { Pidfile } from './pidfile';
 import { bindAll, bindOne, closeAll, type Listener } from './sockets';
@@ -453,11 +454,11 @@ export class Arbiter implements ServerApi {
     if (this.cfg.timeout <= 0) return;
     const now = Date.now();
     const limit = this.cfg.timeout * 1000 + murderGraceMs(this.cfg.timeout, this.cfg.abortOnTimeout);
-    // busySince is as old as the last beat: a request that ended since is forgiven one beat period
-    const busyLimit = Math.max(limit, this.cfg.timeout * 1000 + beatPeriodMs(this.cfg.timeout));
     for (const w of this.workers.values()) {
       if (w.phase === 'leaving' || !w.alive) continue;
-      if (now - w.lastBeat <= limit && (w.busySince === undefined || now - w.busySince <= busyLimit)) continue;
+      // a sync worker's tick is the start of its request in progress (workers/sync.ts): a request that
+      // outlives --timeout, even one that only waits, gets it killed, as gunicorn's sync worker
+      if (now - w.lastBeat <= limit) continue;
       this.workerTimedOut(w);
       // gunicorn runs worker_abort in the worker on SIGABRT; a Node worker whose event loop is
       // blocked cannot run JavaScript, so the hook runs here, before the kill
@@ -567,7 +568,7 @@ export class Arbiter implements ServerApi {
     const boot: WorkerBoot = {
       app: c.app, kind: c.workerClass, threads: c.threads, workerConnections: c.workerConnections,
       timeout: c.timeout, abortOnTimeout: c.abortOnTimeout, gracefulTimeout: c.gracefulTimeout, keepAlive: c.keepAlive,
-      maxRequests: c.maxRequests > 0 ? c.maxRequests + Math.floor(Math.random() * (c.maxRequestsJitter + 1)) : 0,
+      maxRequests: jitteredMaxRequests(c.maxRequests, c.maxRequestsJitter),
       configFile: c.configFile, procName: c.procName, logLevel: c.logLevel, age,
       binds: this.listeners.length, copies: this.socketCopies(), beatMs: beatPeriodMs(c.timeout),
     };
@@ -622,9 +623,12 @@ export class Arbiter implements ServerApi {
 
   private onWorkerMessage(w: WorkerProcess, m: unknown): void {
     if (isTagged(m, 'beat')) {
-      const beat = m as BeatMessage;
-      w.lastBeat = beat.tick;
-      w.busySince = beat.busySince;
+      w.lastBeat = (m as BeatMessage).tick;
+    } else if (isTagged(m, 'relisten')) {
+      // sync: a fresh copy of a listening socket for a worker that gave its own up while busy
+      const index = (m as RelistenMessage).index;
+      const l = this.listeners[index];
+      if (l && w.alive) w.child.send({ [TAG]: 'listen', index, copy: 0 }, l.handle as never, () => undefined);
     } else if (isTagged(m, 'ready')) {
       w.ready();
       // a reload retires one old worker per new worker that is up

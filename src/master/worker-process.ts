@@ -31,8 +31,6 @@ export class WorkerProcess implements WorkerInfo {
   signal?: NodeJS.Signals | null;
   /** Date.now() of the worker's stalest event loop, as last reported */
   lastBeat = Date.now();
-  /** Date.now() when its oldest request still in progress started (sync workers report it), else undefined */
-  busySince: number | undefined;
   /** a SIGKILL deadline is armed (graceful timeout) */
   deadline?: NodeJS.Timeout;
 

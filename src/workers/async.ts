@@ -8,8 +8,10 @@ import { BaseWorker } from './base';
  * would close them); keep-alive as --keep-alive.
  */
 export class PrometheusAsyncWorker extends BaseWorker {
+  protected override loop = this.createLoop(this.boot.workerConnections, false);
+
   protected override async serve(handles: SocketHandle[][]): Promise<void> {
-    await this.serveInProcess(handles, this.boot.workerConnections);
+    await this.serveInProcess(handles);
   }
 }
 

@@ -4,7 +4,7 @@
  * responder on the IPC channel, heartbeats to the master, signals, --max-requests, the worker-side
  * hooks, and the graceful exit that loses no increment (final snapshot, OTLP flush).
  */
-import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { MetricProducer } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
@@ -16,9 +16,10 @@ import { resolveEndpoint } from '../hooks/routes';
 import { HookRunner, type Logger, type UserHooks, type WorkerApi } from '../hooks/server';
 import { processProducer, type Metrics } from '../metrics/Metrics';
 import type { RestartReason } from '../metrics/contract';
-import { Acceptor, type SocketHandle } from './acceptor';
+import type { SocketHandle } from './acceptor';
 import { loadApp } from './app';
-import { TAG, type WorkerBoot } from './protocol';
+import { ServingLoop } from './loop';
+import { TAG, isTagged, type ListenMessage, type RelistenMessage, type WorkerBoot } from './protocol';
 import { WorkerRuntime } from './runtime';
 import { Watchdog } from './watchdog';
 import { sleep } from '../util/time';
@@ -43,28 +44,46 @@ export function toMaster(message: object): Promise<void> {
 export const heartbeat = {
   /** Date.now() of the stalest event loop of the process (gthread: the threads' too) */
   source: (): number => Date.now(),
-  /** Date.now() when the request in progress started (set by the sync class: BeatMessage.busySince) */
-  busySince: (): number | undefined => undefined,
   start(ms: number): void {
-    const beat = () => void toMaster({ [TAG]: 'beat', tick: heartbeat.source(), busySince: heartbeat.busySince() });
+    const beat = () => void toMaster({ [TAG]: 'beat', tick: heartbeat.source() });
     beat();
     setInterval(beat, ms).unref();
   },
 };
+
+/** waiting for a fresh copy of listening socket i (RelistenMessage), oldest first */
+const relistening: Array<Array<(h: SocketHandle) => void>> = [];
+let relistenInstalled = false;
+
+/** A fresh copy of listening socket `index` from the master (sync's pause while busy). */
+function relisten(index: number): Promise<SocketHandle> {
+  if (!relistenInstalled) {
+    relistenInstalled = true;
+    process.on('message', (m: unknown, handle: unknown) => {
+      if (!isTagged(m, 'listen') || !handle) return;
+      const waiter = relistening[(m as ListenMessage).index]?.shift();
+      if (waiter) waiter(handle as SocketHandle);
+      else (handle as { close?: () => void }).close?.();
+    });
+  }
+  return new Promise((resolve) => {
+    (relistening[index] ??= []).push(resolve);
+    void toMaster({ [TAG]: 'relisten', index } satisfies RelistenMessage);
+  });
+}
 
 export abstract class BaseWorker implements WorkerApi {
   readonly pid = process.pid;
   readonly ppid = process.ppid;
   readonly age: number;
   alive = true;
-  /** requests started */
+  /** requests started (in this process's own loop) */
   protected requests = 0;
   runtime!: WorkerRuntime;
   protected responder!: SnapshotResponder;
   protected readonly hooks: HookRunner;
-  protected readonly acceptors: Acceptor[] = [];
-  /** every response gets `Connection: close` (sync; and everyone once stopping) */
-  protected closeEachConnection = false;
+  /** the serving loop of this process's event loop (sync, async); gthread serves in its threads instead */
+  protected loop: ServingLoop | undefined;
   protected stopping: Promise<void> | undefined;
 
   constructor(readonly boot: WorkerBoot, readonly config: ExporterConfig, readonly log: Logger, userHooks: UserHooks) {
@@ -86,8 +105,6 @@ export abstract class BaseWorker implements WorkerApi {
     return [];
   }
 
-  /** requests in progress and when they started (kept only for the watchdog: they fail with TimeoutError on abort) */
-  private readonly inflight = new Map<IncomingMessage, number>();
   private watchdog: Watchdog | undefined;
   protected aborted = false;
 
@@ -96,51 +113,82 @@ export abstract class BaseWorker implements WorkerApi {
   }
 
   /**
-   * gunicorn's pre_request / post_request user hooks, on the request observer (only when defined);
-   * with the watchdog, also the in-progress requests.
+   * The serving loop of an in-process class (sync: `capacity` 1, `Connection: close` on every
+   * response, and `pauseWhileBusy`: no listening socket held while serving).
    */
+  protected createLoop(capacity: number, closeEach: boolean, pauseWhileBusy = false): ServingLoop {
+    return new ServingLoop({
+      capacity,
+      closeEach,
+      relisten: pauseWhileBusy ? relisten : undefined,
+      keepAlive: this.boot.keepAlive,
+      maxRequests: this.boot.maxRequests,
+      count: () => ++this.requests,
+      onQuota: () => this.maxRequestsReached(),
+      trackInflight: this.watchdogEnabled,
+    });
+  }
+
+  /** gunicorn's pre_request / post_request user hooks (only when defined), through this process's loop */
   protected requestHooks(): RequestHooks {
     const u = this.hooks.user;
+    const pre = u.pre_request ? (req: IncomingMessage) => u.pre_request!(this, req) : undefined;
+    const post = u.post_request ? (req: IncomingMessage, res: ServerResponse, s: number) => u.post_request!(this, req, res, s) : undefined;
+    if (this.loop) return this.loop.requestHooks(pre, post);
     const h: RequestHooks = {};
-    const inflight = this.watchdogEnabled ? this.inflight : undefined;
-    if (inflight) {
-      h.preRequest = u.pre_request
-        ? (req) => { inflight.set(req, performance.now()); u.pre_request!(this, req); }
-        : (req) => { inflight.set(req, performance.now()); };
-      h.postRequest = u.post_request
-        ? (req, res, s) => { inflight.delete(req); u.post_request!(this, req, res, s); }
-        : (req) => { inflight.delete(req); };
-    } else {
-      if (u.pre_request) h.preRequest = (req) => u.pre_request!(this, req);
-      if (u.post_request) h.postRequest = (req, res, s) => u.post_request!(this, req, res, s);
-    }
+    if (pre) h.preRequest = pre;
+    if (post) h.postRequest = post;
     return h;
   }
 
   /** a watchdog thread for this (serving) event loop */
   protected startWatchdog(): void {
-    this.watchdog = new Watchdog(this.boot.timeout * 1000, () => this.abortOnTimeout()).start();
+    this.watchdog = new Watchdog(this.boot.timeout * 1000, () => this.abortOnTimeout(), (sig) => this.quitNow(sig)).start();
   }
+
+  /**
+   * INT / QUIT while the event loop is busy in JavaScript, run by the watchdog inside it
+   * (synchronous only): gunicorn's handle_quit, at once. Tell the master, run worker_int, cut the
+   * connections (their requests are not counted: they never completed), send the final snapshot
+   * with everything counted so far, exit 0.
+   */
+  protected quitNow(signal: string): void {
+    if (this.quitting) return;
+    this.quitting = true;
+    this.alive = false;
+    const send = (m: object) => { try { process.send?.(m); } catch { /* the master is gone */ } };
+    send({ [TAG]: 'retire', reason: 'signal', signal });
+    try {
+      void this.hooks.user.worker_int?.(this as never);
+    } catch (e) {
+      this.log.error(`hook worker_int failed: ${(e as Error)?.stack ?? e}`);
+    }
+    this.runtime.metrics.updateWorkerState('stopping');
+    this.loop?.abandon();
+    send({ [TAG]: 'snapshot', snapshot: freshenSnapshot(this.responder.last, processProducer.scopeMetrics()) });
+    process.exit(0);
+  }
+
+  private quitting = false;
 
   /**
    * The watchdog's abort, run inside the blocked event loop (synchronous only): gunicorn's
    * handle_abort. Tell the master why, count every request in progress as failed with
    * TimeoutError, run worker_abort, send the final snapshot; the watchdog then kills the process.
    */
-  protected abortOnTimeout(): void {
+  protected abortOnTimeout(why = 'event loop blocked'): void {
     if (this.aborted) return;
     this.aborted = true;
     this.alive = false;
     // the master logs gunicorn's `WORKER TIMEOUT (pid:N)` (under its own pid) when it hears of this
-    this.log.critical(`event loop blocked for more than ${this.boot.timeout}s; aborting`);
+    this.log.critical(`${why} for more than ${this.boot.timeout}s; aborting`);
     const send = (m: object) => { try { process.send?.(m); } catch { /* the master is gone */ } };
     send({ [TAG]: 'retire', reason: 'timeout' });
     const metrics = this.runtime.metrics;
     const now = performance.now();
-    for (const [req, t0] of this.inflight) {
+    for (const [req, t0] of this.loop?.takeInflight() ?? []) {
       metrics.recordRequest(req.method ?? 'OTHER', resolveEndpoint(req as never, this.runtime.observer.policy), (now - t0) / 1000, false, 'TimeoutError');
     }
-    this.inflight.clear();
     metrics.updateWorkerState('stopping');
     try {
       this.hooks.user.worker_abort?.(this as never);
@@ -157,6 +205,8 @@ export abstract class BaseWorker implements WorkerApi {
     const inFlight = this.boot.kind === 'gthread' ? undefined : () => this.runtime.observer.inFlight;
     this.responder = new SnapshotResponder(this.runtime.telemetry, undefined, undefined, inFlight).start(this.config.snapshotIntervalMs);
     if (this.watchdogEnabled) this.startWatchdog();
+    // serve only once the watchdog watches (bounded: a thread that cannot start does not stop the worker)
+    if (this.watchdog) await Promise.race([this.watchdog.ready, sleep(5000)]);
     // a first snapshot before serving: from now on the master asks this worker at every scrape
     await this.responder.send(false);
     this.initSignals();
@@ -170,18 +220,11 @@ export abstract class BaseWorker implements WorkerApi {
   protected abstract serve(handles: SocketHandle[][]): Promise<void>;
 
   /**
-   * Every request, before the app sees it (gunicorn's handle_request): count it, apply
-   * --max-requests (the request that reaches the limit is the last: its response closes the
-   * connection and the worker retires gracefully), close connections when the class or a stop asks.
+   * Every request, before the app sees it (gunicorn's handle_request): see ServingLoop.handleRequest
+   * (count, --max-requests, `Connection: close` when the class or a stop asks).
    */
-  handleRequest(_req: IncomingMessage, res: ServerResponse): void {
-    const n = ++this.requests;
-    if (this.closeEachConnection || !this.alive) res.shouldKeepAlive = false;
-    const max = this.boot.maxRequests;
-    if (max > 0 && n >= max && this.alive) {
-      res.shouldKeepAlive = false;
-      this.maxRequestsReached();
-    }
+  handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    this.loop?.handleRequest(req, res);
   }
 
   protected maxRequestsReached(): void {
@@ -205,21 +248,13 @@ export abstract class BaseWorker implements WorkerApi {
 
   /** stop taking new connections (accepted ones are still served) */
   protected stopAccepting(): void {
-    for (const a of this.acceptors) a.close();
+    this.loop?.stopAccepting();
   }
 
-  /** The app server(s) of this process, each behind an Acceptor of `capacity`. */
-  protected async serveInProcess(handles: SocketHandle[][], capacity: number): Promise<void> {
+  /** Load the app and serve it on the sockets (the first copy of each) with this process's loop. */
+  protected async serveInProcess(handles: SocketHandle[][]): Promise<void> {
     const server = await loadApp(this.boot.app, Math.max(this.boot.timeout, 10) * 1000);
-    server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => this.handleRequest(req, res));
-    const http = server as HttpServer;
-    // --keep-alive 0: no keep-alive (as gunicorn)
-    if (this.boot.keepAlive <= 0) this.closeEachConnection = true;
-    if (this.closeEachConnection) http.keepAliveTimeout = 1;
-    else if (typeof http.keepAliveTimeout === 'number') http.keepAliveTimeout = this.boot.keepAlive * 1000;
-    const acceptor = new Acceptor(server, capacity);
-    this.acceptors.push(acceptor);
-    await acceptor.listen(handles.map((copies) => copies[0]!));
+    await this.loop!.serve(server, handles.map((copies) => copies[0]!));
   }
 
   private initSignals(): void {
@@ -238,7 +273,8 @@ export abstract class BaseWorker implements WorkerApi {
 
   /** SIGINT / SIGQUIT: gunicorn's handle_quit: worker_int, then leave without draining. */
   private async quit(signal: string): Promise<void> {
-    if (!this.alive) return;
+    if (!this.alive || this.quitting) return;
+    this.quitting = true;
     await toMaster({ [TAG]: 'retire', reason: 'signal', signal });
     await this.hooks.call('worker_int', this);
     await this.stop(false);
@@ -264,25 +300,19 @@ export abstract class BaseWorker implements WorkerApi {
 
   /** Stop accepting; wait until every accepted connection is served (or `ms` passed). */
   protected async drain(ms: number): Promise<void> {
-    for (const a of this.acceptors) a.close();
-    const end = Date.now() + ms;
-    while (Date.now() < end && this.acceptors.some((a) => a.sockets.size > 0)) {
-      for (const a of this.acceptors) a.closeIdle();
-      await sleep(25);
-    }
+    await this.loop?.drain(ms);
   }
 
   /** drop what is still open (no graceful time left) */
   protected abandon(): void {
-    for (const a of this.acceptors) {
-      a.close();
-      a.destroyAll();
-    }
+    this.loop?.abandon();
   }
 
   /** the final snapshot (so the master loses no increment), then flush OTLP push readers */
   protected async finalFlush(): Promise<void> {
     const bounded = <T>(p: Promise<T>) => Promise.race([p, sleep(5000)]);
+    // let 'close' handlers of just-destroyed sockets record their requests first
+    await sleep(0);
     await bounded(this.responder.stop(true)).catch(() => undefined);
     await bounded(this.runtime.close()).catch(() => undefined);
   }

@@ -7,8 +7,7 @@ import { ConfigError } from '../config';
 import { mergeScopeMetrics } from '../export/merge';
 import type { SocketHandle } from './acceptor';
 import { BaseWorker, heartbeat, toMaster } from './base';
-import { TAG } from './protocol';
-import type { ThreadData } from './thread';
+import { TAG, type FromThread, type ThreadData, type ToThread } from './protocol';
 import { sleep } from '../util/time';
 
 const EMPTY_RESOURCE = resourceFromAttributes({});
@@ -19,6 +18,26 @@ interface Thread {
   latest: ScopeMetrics | undefined;
   done: boolean;
   waiting: Map<number, () => void>;
+  /** resolves when the thread serves no more (its final series arrived, or it exited) */
+  finished: Promise<void>;
+  finish(): void;
+  send(m: ToThread): void;
+}
+
+function newThread(worker: Worker): Thread {
+  let finish!: () => void;
+  const finished = new Promise<void>((r) => { finish = r; });
+  const t: Thread = {
+    worker, latest: undefined, done: false, waiting: new Map(), finished,
+    finish() {
+      t.done = true;
+      for (const w of t.waiting.values()) w();
+      t.waiting.clear();
+      finish();
+    },
+    send(m) { if (!t.done) worker.postMessage(m); },
+  };
+  return t;
 }
 
 /**
@@ -34,7 +53,7 @@ class ThreadsProducer implements MetricProducer {
     const asks = this.threads.filter((t) => !t.done).map((t) => new Promise<void>((resolve) => {
       const id = this.nextId++;
       t.waiting.set(id, resolve);
-      t.worker.postMessage({ cmd: 'collect', id });
+      t.send({ cmd: 'collect', id });
     }));
     if (asks.length > 0) await Promise.race([Promise.all(asks), sleep(this.deadlineMs)]);
     const sources = this.threads.filter((t) => t.latest).map((t) => [t.latest!]);
@@ -69,7 +88,8 @@ export class PrometheusThreadWorker extends BaseWorker {
     const ticks = new Float64Array(this.ticks);
     heartbeat.source = () => {
       let min = Date.now();
-      for (let i = 0; i < n; i++) if (ticks[i]! < min) min = ticks[i]!;
+      // a thread already ended (a timed-out one) no longer holds the worker's heartbeat back
+      for (let i = 0; i < n; i++) if (!this.threads[i]?.done && ticks[i]! < min) min = ticks[i]!;
       return min;
     };
     const started: Promise<void>[] = [];
@@ -80,29 +100,27 @@ export class PrometheusThreadWorker extends BaseWorker {
       };
       ticks[i] = Date.now();
       const worker = new Worker(join(__dirname, 'thread.js'), { workerData: data });
-      const t: Thread = { worker, latest: undefined, done: false, waiting: new Map() };
+      const t = newThread(worker);
       this.threads.push(t);
       started.push(new Promise((resolve, reject) => {
-        worker.on('message', (m: { cmd: string; id?: number; scopes?: ScopeMetrics; message?: string; exitCode?: number }) => {
+        worker.on('message', (m: FromThread) => {
           if (m.cmd === 'ready') resolve();
-          else if (m.cmd === 'failed') reject(new ConfigError(m.message ?? 'thread failed', m.exitCode));
+          else if (m.cmd === 'failed') reject(new ConfigError(m.message, m.exitCode));
           else if (m.cmd === 'scopes') {
             t.latest = m.scopes;
-            const done = t.waiting.get(m.id!);
-            t.waiting.delete(m.id!);
+            const done = t.waiting.get(m.id);
+            t.waiting.delete(m.id);
             done?.();
           } else if (m.cmd === 'final') {
             t.latest = m.scopes;
-            t.done = true;
-            for (const w of t.waiting.values()) w();
-            t.waiting.clear();
+            t.finish();
             void worker.terminate();
-          } else if (m.cmd === 'max') {
+          } else if (m.cmd === 'quota') {
             this.maxRequestsReached();
           }
         });
         worker.on('error', (e) => {
-          t.done = true;
+          t.finish();
           reject(e);
           if (this.alive) {
             this.log.error(`thread ${i} failed: ${e?.stack ?? e}`);
@@ -110,18 +128,14 @@ export class PrometheusThreadWorker extends BaseWorker {
             void this.stop(true);
           }
         });
-        worker.on('exit', () => {
-          t.done = true;
-          for (const w of t.waiting.values()) w();
-          t.waiting.clear();
-        });
+        worker.on('exit', () => t.finish());
       }));
     }
     await Promise.all(started);
   }
 
   protected override stopAccepting(): void {
-    for (const t of this.threads) if (!t.done) t.worker.postMessage({ cmd: 'close' });
+    for (const t of this.threads) t.send({ cmd: 'close' });
   }
 
   /**
@@ -143,11 +157,18 @@ export class PrometheusThreadWorker extends BaseWorker {
     timer.unref();
   }
 
+  /**
+   * A thread blocked past --timeout. gunicorn's gthread is not killed by one long request (its
+   * main loop keeps notifying); here a blocked thread is a whole event loop whose connections are
+   * all stuck, so it is ended — but only it: its requests in progress fail with TimeoutError (it
+   * is interrupted through the inspector first, so they are counted), `worker_abort` runs, and the
+   * worker then leaves gracefully (reason timeout): the other threads finish every request they
+   * have, and the master starts the replacement at once.
+   */
   private async abortStalledThread(index: number): Promise<void> {
     this.aborted = true;
-    this.alive = false;
     // the master logs gunicorn's `WORKER TIMEOUT (pid:N)` (under its own pid) when it hears of this
-    this.log.critical(`thread ${index}'s event loop blocked for more than ${this.boot.timeout}s; aborting`);
+    this.log.critical(`thread ${index}'s event loop blocked for more than ${this.boot.timeout}s; ending that thread, the others drain`);
     await toMaster({ [TAG]: 'retire', reason: 'timeout' });
     const t = this.threads[index]!;
     const session = new Session();
@@ -159,20 +180,19 @@ export class PrometheusThreadWorker extends BaseWorker {
       session.post('NodeWorker.sendMessageToWorker', { sessionId: m.params.sessionId, message: JSON.stringify(evaluate) });
     });
     session.post('NodeWorker.enable', { waitForDebuggerOnStart: false });
-    const end = Date.now() + 1000;
-    while (!t.done && Date.now() < end) await sleep(10);
+    await Promise.race([t.finished, sleep(1000)]);
     session.disconnect();
-    t.done = true;
-    this.metrics.updateWorkerState('stopping');
+    // the thread's connections (the request that blocks it among them) close with it
+    void t.worker.terminate();
+    t.finish();
     try {
       await this.hooks.user.worker_abort?.(this as never);
     } catch (e) {
       this.log.error(`hook worker_abort failed: ${(e as Error)?.stack ?? e}`);
     }
-    this.abandon();
-    await this.finalFlush();
-    process.exit(1);
+    await this.stop(true);
   }
+
 
   /** ask every thread to stop (draining for up to `ms`) and wait for their final series */
   protected override async drain(ms: number): Promise<void> {
@@ -181,7 +201,7 @@ export class PrometheusThreadWorker extends BaseWorker {
 
   protected override abandon(): void {
     // threads that are still running are told to drop their connections; stop() waits for them below
-    for (const t of this.threads) if (!t.done) t.worker.postMessage({ cmd: 'stop', graceful: false, ms: 0 });
+    for (const t of this.threads) t.send({ cmd: 'stop', graceful: false, ms: 0 });
   }
 
   protected override async finalFlush(): Promise<void> {
@@ -190,12 +210,10 @@ export class PrometheusThreadWorker extends BaseWorker {
   }
 
   private async stopThreads(graceful: boolean, ms: number): Promise<void> {
-    const live = this.threads.filter((t) => !t.done);
-    for (const t of live) t.worker.postMessage({ cmd: 'stop', graceful, ms });
-    const finished = Promise.all(live.map((t) => new Promise<void>((resolve) => {
-      if (t.done) return resolve();
-      const check = setInterval(() => { if (t.done) { clearInterval(check); resolve(); } }, 10);
-    })));
-    await Promise.race([finished, sleep(ms + 2000)]);
+    for (const t of this.threads) t.send({ cmd: 'stop', graceful, ms });
+    // a fast stop gives a thread busy in JavaScript 100 ms, then ends it (INT / QUIT: gunicorn cuts
+    // requests in progress at once); what it counted since the last collection is lost
+    await Promise.race([Promise.all(this.threads.map((t) => t.finished)), sleep(graceful ? ms + 2000 : 100)]);
+    if (!graceful) for (const t of this.threads) if (!t.done) void t.worker.terminate();
   }
 }

@@ -4,10 +4,13 @@
  * fork; the listening sockets follow as IPC handles; the worker reports readiness, heartbeats and
  * the reason it is leaving.
  *   master → worker: { [TAG]: 'listen', index, copy } + the socket handle
- *   worker → master: { [TAG]: 'ready' } | { [TAG]: 'beat', tick, busySince? } | { [TAG]: 'retire', reason }
+ *   worker → master: { [TAG]: 'ready' } | { [TAG]: 'beat', tick } | { [TAG]: 'retire', reason }
+ *                    | { [TAG]: 'relisten', index } (sync: send me a fresh copy of socket `index`; the
+ *                      master answers with a 'listen' message and the handle, as at fork)
  */
 import { TAG } from '../export/ipc';
 import type { AppSpec, RunnerSettings, WorkerKind } from '../config/runner';
+import type { ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { RestartReason } from '../metrics/contract';
 
 export { TAG };
@@ -37,14 +40,19 @@ export interface WorkerBoot extends Pick<RunnerSettings,
 export interface ListenMessage { [TAG]: 'listen'; index: number; copy: number }
 export interface ReadyMessage { [TAG]: 'ready' }
 /**
- * `tick`: Date.now() of the stalest event loop of the worker (a gthread worker has several).
- * `busySince` (optional; a sync worker): Date.now() when the request it is serving started — the
- * master times a sync worker out when that request outlives --timeout, as gunicorn does, even if
- * its event loop still ticks (the request waits on a timer or I/O).
+ * `tick`: Date.now() of the stalest event loop of the worker (a gthread worker has several); a sync
+ * worker's is the start of the request in progress, so the master times a request that outlives
+ * --timeout even if it only waits (a timer, I/O), as gunicorn's sync worker.
  */
-export interface BeatMessage { [TAG]: 'beat'; tick: number; busySince?: number }
+export interface BeatMessage { [TAG]: 'beat'; tick: number }
 export interface RetireMessage { [TAG]: 'retire'; reason: RestartReason; signal?: string }
-export type WorkerMessage = ReadyMessage | BeatMessage | RetireMessage;
+/**
+ * sync: the worker closed its copy of listening socket `index` while busy (so connections go to a
+ * free worker) and wants a fresh one for when it is free again: the master answers
+ * `{ [TAG]: 'listen', index, copy: 0 }` with the socket's handle.
+ */
+export interface RelistenMessage { [TAG]: 'relisten'; index: number }
+export type WorkerMessage = ReadyMessage | BeatMessage | RetireMessage | RelistenMessage;
 
 export function isTagged(m: unknown, kind: string): boolean {
   return !!m && typeof m === 'object' && (m as Record<string, unknown>)[TAG] === kind;
@@ -63,3 +71,36 @@ export function beatPeriodMs(timeoutSeconds: number): number {
 export function murderGraceMs(timeoutSeconds: number, abortOnTimeout: boolean): number {
   return abortOnTimeout ? beatPeriodMs(timeoutSeconds) + 1000 : 0;
 }
+
+/**
+ * gthread: a thread's start data (workerData), and the messages between the process's main thread
+ * and each serving thread (workers/gthread.ts ↔ workers/thread.ts).
+ */
+export interface ThreadData {
+  boot: WorkerBoot;
+  index: number;
+  /** this thread's fd of each listening socket */
+  fds: number[];
+  capacity: number;
+  /** Int32Array[0]: requests started by all threads of the process (--max-requests) */
+  counter: SharedArrayBuffer;
+  /** Float64Array[index]: Date.now() of this thread's last event-loop tick (heartbeat) */
+  ticks: SharedArrayBuffer;
+}
+
+/** main → thread: collect the series (answer `scopes`); stop accepting; stop (drain for `ms`, or not) */
+export type ToThread =
+  | { cmd: 'collect'; id: number }
+  | { cmd: 'close' }
+  | { cmd: 'stop'; graceful: boolean; ms: number };
+
+/**
+ * thread → main: serving; the series asked for; this thread started the request that reached
+ * --max-requests; its final series (it serves no more); it failed to boot.
+ */
+export type FromThread =
+  | { cmd: 'ready' }
+  | { cmd: 'scopes'; id: number; scopes: ScopeMetrics }
+  | { cmd: 'quota' }
+  | { cmd: 'final'; scopes: ScopeMetrics }
+  | { cmd: 'failed'; message: string; exitCode: number };
