@@ -77,6 +77,8 @@ describe('gunicorn\'s format', () => {
     const nlog = join(dir, 'node.log');
     runner = await startRunner(['--access-logfile', nlog, ...fmt, join(FIXTURES, 'runner-text.cjs')], { workers: 1, env: { TZ: 'UTC' } });
     await waitFor(() => get(gport, '/ready').then(() => true, () => undefined), 15_000, 'gunicorn up');
+    // the /ready probes' lines are written (a loaded machine writes them a moment after the answer)
+    await waitFor(() => lines(glog).length >= 1, 10_000, 'gunicorn\'s /ready line');
     const before = lines(glog).length;
     await sendComparisonRequests(gport);
     await sendComparisonRequests(runner.port);
