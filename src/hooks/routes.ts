@@ -1,5 +1,5 @@
 import diagnostics from 'node:diagnostics_channel';
-import { normalizePath, type EndpointPolicy } from '../metrics/labels';
+import type { EndpointPolicy } from '../metrics/labels';
 
 /**
  * Route templates from frameworks, without wrapping the application:
@@ -144,8 +144,8 @@ export function captureLoadedFrameworkRoutes(): void {
 const expressCache = new Map<string, Map<unknown, string>>();
 /**
  * Express endpoint: baseUrl + route.path. A mounted router's baseUrl is the matched prefix (it can
- * hold ids when the mount path has parameters), so it is normalised and, being request-derived, the
- * result is bounded by the policy's route cap (not the raw-path cap: 404s cannot push real routes
+ * hold ids when the mount path has parameters), so it is normalised and length-capped (the route
+ * template after it is never cut) and, being request-derived, the result is bounded by the policy's route cap (not the raw-path cap: 404s cannot push real routes
  * into the overflow value). Cached: a repeated request builds no string.
  */
 function expressEndpoint(baseUrl: string, path: unknown, policy: EndpointPolicy): string {
@@ -158,7 +158,7 @@ function expressEndpoint(baseUrl: string, path: unknown, policy: EndpointPolicy)
   let ep = byPath.get(path);
   if (ep === undefined) {
     const p = Array.isArray(path) ? path.map(String).join('|') : String(path);
-    ep = policy.admitRoute(normalizePath(baseUrl) + (p === '/' ? '' : p));
+    ep = policy.admitRoute(policy.normalise(baseUrl) + (p === '/' ? '' : p));
     byPath.set(path, ep);
   }
   return ep;
