@@ -80,9 +80,14 @@ const meta = {
 log(`bench: ${meta.node} on ${meta.cpu} × ${meta.cores}, load generator ${meta.loadGenerator}${meta.pinned ? ', server pinned to CPU 0 and load generator to CPU 1' : ''}; load average ${meta.loadAverageAtStart.join(' ')}`);
 
 const P = quick
-  ? { httpReps: 2, expressReps: 1, seconds: 2, clusterReps: 1, windows: 2, windowSeconds: 1, memN: 10_000, e2eWorkers: 4, e2eScrapes: 5 }
-  : { httpReps: 6, expressReps: 4, seconds: 3, clusterReps: 3, windows: 20, windowSeconds: 1, memN: 100_000, e2eWorkers: 16, e2eScrapes: 100 };
+  ? { httpReps: 2, expressReps: 1, seconds: 2, expressWarmup: 1, clusterReps: 1, windows: 2, windowSeconds: 1, memN: 10_000, e2eWorkers: 4, e2eScrapes: 5 }
+  // Express: a 4 s warm-up (≈ 10,000 requests here), past the point where V8 stops optimising its code
+  // (bench/instructions.mjs --app=express), so the rounds compare steady states
+  : { httpReps: 6, expressReps: 5, seconds: 3, expressWarmup: 4, clusterReps: 3, windows: 20, windowSeconds: 1, memN: 100_000, e2eWorkers: 16, e2eScrapes: 100 };
 
+// the last recorded run: the instruction guard compares with it, and a --only run keeps its other parts
+const RESULTS = join(ROOT, 'bench/results.json');
+const previous = existsSync(RESULTS) ? JSON.parse(readFileSync(RESULTS, 'utf8')) : undefined;
 const results = { meta, params: P };
 if (want('micro')) {
   log('— hot path, micro-harness (tinybench) —');
@@ -92,7 +97,7 @@ if (want('load')) {
   log('— throughput, latency and server CPU per request (node:http) —');
   results.throughput = await runThroughput(gen, { apps: ['http'], reps: P.httpReps, seconds: P.seconds, log });
   log('— the same on Express —');
-  Object.assign(results.throughput, await runThroughput(gen, { apps: ['express'], reps: P.expressReps, seconds: P.seconds, log }));
+  Object.assign(results.throughput, await runThroughput(gen, { apps: ['express'], reps: P.expressReps, seconds: P.seconds, warmup: P.expressWarmup, log }));
 }
 if (want('toggle')) {
   log('— in-process A/B: the preload\'s observer off / on in one server —');
@@ -101,6 +106,9 @@ if (want('toggle')) {
 if (want('instructions')) {
   log('— instructions per request (valgrind callgrind; node:http, bare vs the preload) —');
   results.instructions = await runInstructions({ quick, log });
+  results.instructionsGuard = instructionGuard(previous?.instructions, results.instructions);
+  log('— instructions per request on Express (longer warm-up: its JIT settles later) —');
+  results.instructionsExpress = await runInstructions({ quick, log, app: 'express' });
 }
 if (want('cluster')) {
   const runner = runnerAvailable();
@@ -130,14 +138,56 @@ meta.seconds = Math.round((performance.now() - started) / 1000);
 results.targets = evaluateTargets(results);
 const table = renderTables(results);
 console.log('\n' + table.console);
-writeFileSync(join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 2) + '\n');
-log('wrote bench/results.json');
+// a --only run replaces its own parts of the recorded results and keeps the others (each part notes
+// the run it came from in meta.parts)
+const saved = only && previous ? { ...previous, ...results, meta: { ...previous.meta, parts: partDates(previous) } } : { ...results, meta: { ...meta, parts: {} } };
+for (const k of Object.keys(results)) if (k !== 'meta' && k !== 'params' && k !== 'targets') saved.meta.parts[k] = meta.date;
+if (only && previous) saved.targets = evaluateTargets(saved);
+writeFileSync(RESULTS, JSON.stringify(saved, null, 2) + '\n');
+log(`wrote bench/results.json${only ? ' (this run\'s parts; the others as recorded before)' : ''}`);
+const guard = results.instructionsGuard;
+if (guard?.regression) {
+  const bar = '!'.repeat(100);
+  console.error(`\n${bar}\n!! INSTRUCTION REGRESSION: the preload now adds ${Math.round(guard.now)} instructions per request on node:http, ` +
+    `${Math.round(guard.previous)} when last recorded (${guard.previousDate}): +${(guard.growth * 100).toFixed(1)} %, more than the ${GUARD_LIMIT * 100} % allowed.\n` +
+    `!! Find the function with bench/callgrind-diff.mjs (docs/benchmarks.md, "How it is measured"); exit code 3.\n${bar}\n`);
+  process.exitCode = 3;
+} else if (guard) {
+  log(`instruction guard: +${Math.round(guard.now)} per request, recorded +${Math.round(guard.previous ?? NaN)} (${guard.previousDate ?? 'none'}): ${guard.comparable ? `${guard.growth >= 0 ? '+' : ''}${(guard.growth * 100).toFixed(1)} %, within ${GUARD_LIMIT * 100} %` : guard.why}`);
+}
 if (!only) {
   writeFileSync(join(ROOT, 'docs/benchmarks.md'), renderDoc(results, table));
   log('wrote docs/benchmarks.md');
 }
 
 // ————————————————————————————————————————————————————————————————————————————————
+
+/** The instruction guard: growth of the preload's added instructions per request beyond this is loud. */
+const GUARD_LIMIT = 0.10;
+
+/**
+ * Compare this run's added instructions per request (node:http, whole process) with the recorded
+ * one. Only figures counted the same way compare (method and counted requests; quick runs never).
+ */
+function instructionGuard(prev, cur) {
+  const now = cur?.variants?.prefork?.addedPerRequest;
+  if (now === undefined) return undefined;
+  const before = prev?.variants?.prefork?.addedPerRequest;
+  const comparable = before !== undefined && prev.method === cur.method && prev.requests === cur.requests && !quick;
+  const out = { now, previous: before, previousDate: prev?.date, comparable, limit: GUARD_LIMIT };
+  if (!comparable) return { ...out, why: before === undefined ? 'no recorded figure to compare with' : quick ? '--quick run: not compared' : 'recorded figure was counted another way: not compared' };
+  // growth relative to the recorded figure; a floor of 100 instructions keeps a tiny figure from
+  // turning run-to-run jitter into a "regression"
+  const growth = (now - before) / Math.max(Math.abs(before), 100);
+  return { ...out, growth, regression: growth > GUARD_LIMIT };
+}
+
+function partDates(prev) {
+  if (prev.meta?.parts) return { ...prev.meta.parts };
+  const out = {};
+  for (const k of Object.keys(prev)) if (k !== 'meta' && k !== 'params' && k !== 'targets') out[k] = prev.meta?.date;
+  return out;
+}
 
 function f(x, d = 2) {
   return x === undefined || x === null || Number.isNaN(x) ? '–' : Number(x).toFixed(d);

@@ -171,6 +171,17 @@ type ObservedReq = RawReq & {
   url?: string;
 };
 
+/**
+ * The raw URL a request's endpoint is made from when no framework route applies to it, else
+ * undefined (resolveEndpoint must then be asked). Same precedence as resolveEndpoint.
+ */
+export function rawRequest(req: ObservedReq): string | undefined {
+  if (req[ROUTE] !== undefined) return undefined;
+  const route = req.route;
+  if (route != null && route.path !== undefined) return undefined;
+  return req.originalUrl ?? req.url ?? '/';
+}
+
 /** The endpoint label of a finished request: framework route template, else the bounded normalised path. */
 export function resolveEndpoint(req: ObservedReq, policy: EndpointPolicy): string {
   const r = req[ROUTE];
