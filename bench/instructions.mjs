@@ -131,7 +131,8 @@ async function measureOne(variant, { warm, n, windows, dir, app }) {
   const name = variant.replace(/[^A-Za-z0-9_-]/g, '_');
   const out = join(dir, `${name}.%p`);
   const child = spawn('valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`, '--smc-check=all-non-file', '-q', process.execPath, ...nodeArgs],
-    { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // cwd: the dump directory (node's --perf-basic-prof also leaves isolate-*.log files there)
+    { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   const exited = new Promise((resolve) => child.once('exit', (code) => { live.delete(child); resolve(code); }));
   let stderr = '';
