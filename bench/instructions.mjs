@@ -168,22 +168,26 @@ async function measureOne(variant, { warm, n, windows, dir, app }) {
   child.kill('SIGTERM');
   await exited;
   if (stdout) writeFileSync(join(dir, `${name}.${child.pid}.stdout`), stdout);
-  // the dumps made by -d are "<file>.1" … "<file>.<windows>"; the final one at exit covers only what came after
+  return { label: v.label, ...summariseDumps(dir, name, child.pid, windows, n, warm), seconds: (performance.now() - started) / 1000, windowSeconds: windowMs.map((x) => +(x / 1000).toFixed(1)) };
+}
+
+/**
+ * Per-request figures of one counted server from its dumps ("<name>.<pid>.1" … ".<windows>", made by
+ * callgrind_control -d; the final one at exit covers only what came after and is not read).
+ */
+export function summariseDumps(dir, name, pid, windows, n, warm) {
   const parts = [];
   for (let w = 1; w <= windows; w++) {
-    const f = join(dir, `${name}.${child.pid}.${w}`);
-    if (!existsSync(f)) throw new Error(`${variant}: no callgrind dump ${f}`);
+    const f = join(dir, `${name}.${pid}.${w}`);
+    if (!existsSync(f)) throw new Error(`${name}: no callgrind dump ${f}`);
     parts.push(splitDump(f));
   }
   const sum = (k) => parts.reduce((a, p) => a + p[k], 0);
   const all = n * windows;
   return {
-    label: v.label,
     requests: all,
     warmup: warm,
-    pid: child.pid,
-    seconds: (performance.now() - started) / 1000,
-    windowSeconds: windowMs.map((x) => +(x / 1000).toFixed(1)),
+    pid,
     totalPerRequest: sum('total') / all,
     windowsPerRequest: parts.map((p) => Math.round(p.total / n)),
     gcPerRequest: sum('gc') / all,

@@ -4,7 +4,7 @@ import { methodIndex, type EndpointPolicy } from '../metrics/labels';
 import type { Metrics } from '../metrics/Metrics';
 import type { Series } from '../metrics/store';
 import { ownServers } from '../export/server';
-import { captureFastifyRoutes, captureLoadedFrameworkRoutes, resolveEndpoint, rawRequest } from './routes';
+import { SLOT, captureFastifyRoutes, captureLoadedFrameworkRoutes, resolveEndpoint, rawRequest, type RouteNote } from './routes';
 
 const hrtime = process.hrtime;
 /**
@@ -22,8 +22,6 @@ const REQUEST_ERROR = 0;
 const TIMEOUT_ERROR = 1;
 
 const SEEN = Symbol('prefork-otel.seenServer');
-/** the connection's Slot: its requests started and not yet recorded */
-const SLOT = Symbol('prefork-otel.slot');
 /** SEEN values: the server is observed / is one of ours (its requests are not app traffic) */
 const OBSERVED = 1;
 const OWN = 2;
@@ -41,7 +39,7 @@ interface Queued { res: Res; t0: number }
  * HTTP code keeps seeing the object shapes it was optimised for, and a request costs no allocation
  * here. Pipelined requests (rare) wait in `queue`.
  */
-class Slot {
+class Slot implements RouteNote {
   res: Res | null = null;
   t0 = 0;
   queue: Queued[] | null = null;
@@ -55,6 +53,10 @@ class Slot {
   mi = 0;
   endpoint = '';
   series: Series | undefined = undefined;
+  /** the Express route of the connection's request under way (src/hooks/routes.ts); reset when the next one starts */
+  routeReq: object | null = null;
+  route: unknown = undefined;
+  base: string | undefined = undefined;
 }
 
 /** Optional per-request user hooks (gunicorn's pre_request / post_request). */
@@ -134,6 +136,7 @@ export class HttpObserver {
       if (slot.res === null) {
         slot.res = res;
         slot.t0 = t0;
+        slot.routeReq = null;
       } else {
         (slot.queue ??= []).push({ res, t0 });
       }

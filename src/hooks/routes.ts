@@ -26,6 +26,27 @@ export const ROUTE = Symbol.for('prefork-otel.route');
 const expressRoutes = new WeakMap<object, unknown>();
 const expressBases = new WeakMap<object, string | undefined>();
 
+/**
+ * The connection's slot (the HTTP observer's, src/hooks/http.ts), under this key on the socket. The
+ * Express route of the request under way on a connection is noted there: two stores into an object
+ * that already has the fields, where a WeakMap entry for every request costs an identity hash and a
+ * hash-table insert (and the garbage collector's work on the table). Requests that find the note
+ * taken (pipelined behind another) use the WeakMaps.
+ */
+export const SLOT = Symbol('prefork-otel.slot');
+export interface RouteNote {
+  /** the request whose Express route is noted here, else null */
+  routeReq: object | null;
+  route: unknown;
+  base: string | undefined;
+}
+type NotedSocket = { [SLOT]?: RouteNote } | null | undefined;
+
+function noteOf(req: Proto): RouteNote | undefined {
+  const sock = req.socket as NotedSocket;
+  return sock ? sock[SLOT] : undefined;
+}
+
 type RawReq = { [ROUTE]?: string };
 
 type FastifyRequest = { raw?: RawReq; routeOptions?: { url?: unknown } } & Record<symbol, { config?: { url?: unknown } } | undefined>;
@@ -115,13 +136,29 @@ function hookExpressRequest(proto: Proto): void {
     configurable: true,
     enumerable: true,
     get(this: Proto) {
+      const note = noteOf(this);
+      if (note !== undefined && note.routeReq === this) return note.route;
       return expressRoutes.get(this);
     },
     set(this: Proto, v: unknown) {
+      const note = noteOf(this);
+      if (note !== undefined && (note.routeReq === null || note.routeReq === this)) {
+        note.routeReq = this;
+        note.route = v;
+        note.base = this.baseUrl as string | undefined;
+        return;
+      }
       expressRoutes.set(this, v);
       expressBases.set(this, this.baseUrl as string | undefined);
     },
   });
+}
+
+/** `req.baseUrl` noted when Express assigned `req.route` (undefined if the accessor did not run) */
+function notedBase(req: Proto): string | undefined {
+  const note = noteOf(req);
+  if (note !== undefined && note.routeReq === req) return note.base;
+  return expressBases.get(req);
 }
 
 /**
@@ -190,7 +227,7 @@ export function resolveEndpoint(req: ObservedReq, policy: EndpointPolicy): strin
   if (route != null && route.path !== undefined) {
     const path = route.path;
     // the base noted when the route was assigned; req.baseUrl if the accessor is not installed
-    const noted = expressBases.get(req);
+    const noted = notedBase(req as Proto);
     const base = noted !== undefined ? noted : req.baseUrl;
     if (!base && typeof path === 'string') return path;
     return expressEndpoint(base ?? '', path, policy);
