@@ -236,6 +236,10 @@ export async function runInstructions({ quick = false, log = console.log, varian
       // everything the process executed, per request: the figure a user's process pays
       v.addedPerRequest = v.totalPerRequest - bare.totalPerRequest;
       v.ratioToBare = v.totalPerRequest / bare.totalPerRequest;
+      // without garbage collection: what the code determines. GC comes in whole scavenges (≈ 5 million
+      // instructions each, one every ≈ 2,500 requests), so one more or fewer in a window moves the
+      // figure by ≈ 5,000,000 ÷ requests counted; the regression guard watches this part
+      v.addedWithoutGcPerRequest = (v.totalPerRequest - v.gcPerRequest) - (bare.totalPerRequest - bare.gcPerRequest);
     }
     log(`instructions ${v.label}: ${Math.round(v.totalPerRequest)} per request over ${v.requests} (windows of ${n}: ${v.windowsPerRequest.join(', ')}; GC ${Math.round(v.gcPerRequest)} of it, mark-compact in ${v.markCompactWindows} windows; JIT ${Math.round(v.compilePerRequest)})${v.addedPerRequest !== undefined ? `; +${Math.round(v.addedPerRequest)} (${((v.ratioToBare - 1) * 100).toFixed(1)} %) vs bare` : ''}`);
   }
