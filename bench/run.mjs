@@ -25,6 +25,8 @@ const started = performance.now();
 // --render: rewrite docs/benchmarks.md from the bench/results.json of the last run, without running anything
 if (args.includes('--render')) {
   const saved = JSON.parse(readFileSync(join(ROOT, 'bench/results.json'), 'utf8'));
+  saved.targets = evaluateTargets(saved);
+  writeFileSync(join(ROOT, 'bench/results.json'), JSON.stringify(saved, null, 2) + '\n');
   writeFileSync(join(ROOT, 'docs/benchmarks.md'), renderDoc(saved, renderTables(saved)));
   console.log('wrote docs/benchmarks.md from bench/results.json');
   process.exit(0);
@@ -142,7 +144,11 @@ const table = renderTables(results);
 console.log('\n' + table.console);
 // a --only run replaces its own parts of the recorded results and keeps the others (each part notes
 // the run it came from in meta.parts)
-const saved = only && previous ? { ...previous, ...results, meta: { ...previous.meta, parts: partDates(previous) } } : { ...results, meta: { ...meta, parts: {} } };
+const PARAMS_OF = { load: ['httpReps', 'expressReps', 'seconds', 'expressWarmup'], toggle: ['windows', 'windowSeconds'], cluster: ['clusterReps', 'seconds'], memory: ['memN'], e2e: ['e2eWorkers', 'e2eScrapes'] };
+const saved = only && previous
+  ? { ...previous, ...results, meta: { ...previous.meta, parts: partDates(previous) },
+    params: { ...previous.params, ...Object.fromEntries(Object.entries(PARAMS_OF).filter(([part]) => want(part)).flatMap(([, keys]) => keys.map((k) => [k, P[k]]))) } }
+  : { ...results, meta: { ...meta, parts: {} } };
 for (const k of Object.keys(results)) if (k !== 'meta' && k !== 'params' && k !== 'targets') saved.meta.parts[k] = meta.date;
 if (only && previous) saved.targets = evaluateTargets(saved);
 writeFileSync(RESULTS, JSON.stringify(saved, null, 2) + '\n');
@@ -270,7 +276,7 @@ function renderTables(r) {
     const ins = r[key];
     if (ins?.variants) {
       const us = key === 'instructions' ? usPerInstruction(r) : undefined;
-      add(`Instructions per request, counted by callgrind (${what} hello world; whole process: every thread, JIT, GC, timers; ${ins.windows} windows × ${ins.requests / ins.windows} requests after ${ins.warmup} to warm up)`,
+      add(`Instructions per request, counted by callgrind (${what} hello world; whole process: every thread, JIT, GC, timers; ${ins.windows} windows × ${ins.requests / ins.windows} requests after ${ins.warmup} to warm up${ins.note ? `; ${ins.note}` : ''})`,
         ['variant', 'per request', 'per window', 'of it GC', 'mark-compact (windows with one)', 'of it JIT compilation', 'added', 'added without GC', '× bare', `≈ added µs${us ? ` (at ${f(us * 1000, 3)} ns per instruction)` : ''}`],
         Object.values(ins.variants).map((v) => [v.label, Math.round(v.totalPerRequest), (v.windowsPerRequest ?? []).join(' / '), Math.round(v.gcPerRequest), `${Math.round(v.markCompactPerRequest ?? 0)} (${v.markCompactWindows ?? 0})`, Math.round(v.compilePerRequest),
           v.addedPerRequest === undefined ? '' : `${v.addedPerRequest >= 0 ? '+' : ''}${Math.round(v.addedPerRequest)}`,
@@ -324,11 +330,37 @@ function renderTables(r) {
 
 /** The per-function breakdown of the preload's added instructions (callgrind-diff, dated: not re-measured by every run). */
 function hotPathFindings() {
-  return `@@FINDINGS@@`;
+  return `**Where the preload's instructions go, and where the floor is** (2026-12-02, \`bench/callgrind-diff.mjs\` on the
+counted windows: self cost per function, per request, preload − bare; node:http hello world, 10,000 warm-up
+requests, 5,000 counted). The whole process adds **+1,244** (+1,214 without GC); the code before this
+change added +1,860 (+1,812) in the same conditions, so the changes below saved ≈ 600 a request. The target
+of ≤ +1,000 is **not met**. By function:
+- **prefork-otel's own handlers, ≈ 490**: \`onFinish\` 304 (the slot, the status, the clock, the memo check, the
+  series' increments and bucket, inlined), \`started\` 155, \`finished\` 31. Before: 580, plus 104 in the two
+  \`Map\` lookups (\`FindOrderedHashMapEntry\`) and ≈ 50 in string compares, which the per-connection memo
+  removed for a repeated request.
+- **Node publishing the two channel messages, ≈ 320**: \`resOnFinish\` +169 and \`parserOnIncoming\` +149 — they
+  build a message object for each only when a channel has subscribers. Plus ≈ 70 in the channel's calls to the
+  two handlers (\`Builtins_CallFunction_ReceiverIsAny\`). The floor of any \`diagnostics_channel\` observer.
+- **The two clock reads, ≈ 125**: \`process.hrtime()\`'s binding (\`FastNumber\` 62), \`uv__hrtime\` 44,
+  \`clock_gettime\` 20. Before, \`performance.now()\` cost ≈ 145 more (its receiver check:
+  \`ObjectPrototypeHasOwnProperty\` 108, the validator, \`FastPerformanceNow\`). One read instead of two would need
+  a start time Node already took, and Node 20 takes none it exposes to JavaScript.
+- **Node's own code, compiled differently, ≈ 300 net**: with the channels live, V8 inlines less into Node's
+  HTTP functions (\`wrappedFn\` 44 + its \`CallForwardVarargs\` 76, \`getObserverType\` 36, a stream getter 36,
+  \`removeListener\` 161 + \`removeAllListeners\` 40 no longer inlined into \`detachSocket\` −171), write barriers
+  (\`RecordWriteSaveFP\` +210, −42 against the old code) and fewer megamorphic stores (−180). This part moves by
+  ±100 between runs of the same code.
+So the floor with \`diagnostics_channel\` and two clock reads is ≈ 500 (messages, dispatch, clock) plus
+whatever Node's recompiled HTTP code costs (≈ 300 here); prefork-otel's own ≈ 490 is what is left to cut,
+and the next candidates are in \`onFinish\` (the ready-made series for a repeated request still goes through
+\`Metrics.record\` and \`RequestStore.observe\`).`;
 }
 /** Where Express's JIT settles, from bench/instructions.mjs --app=express windows (dated). */
 function expressJit() {
-  return `@@EXPRESS_JIT@@`;
+  return `counted by callgrind on 2026-12-02 — 600,000 to 670,000 instructions a request for bare Express 5 between
+3,000 and 5,000 requests, still rising as V8 recompiled; a count that settles needs tens of thousands of
+requests, which did not fit the time on a machine at load average 20–45`;
 }
 
 function expressInsLine(r) {
@@ -447,8 +479,9 @@ two clock reads, the endpoint and series lookups and the increments: the minimum
 **Express.** The Express rows used to swing between runs (0.98× bare on 2026-11-25, 0.85× and 0.92× on
 2026-11-26). Express 5's hello world costs several times \`node:http\`'s CPU per request here, so its windows
 hold few requests, and they used to start after a 1 s warm-up: a few thousand requests, while V8 was still
-compiling Express's code (${expressJit()}). The rounds now warm up for ${r.params?.expressWarmup ?? 4} s first and there are
-${r.params?.expressReps ?? 5} of them; this run: ${f(r.throughput?.express?.prefork?.ratioToBare)}×. ${expressInsLine(r)}
+compiling Express's code (${expressJit()}). ${r.params?.expressWarmup !== undefined
+    ? `The rounds now warm up for ${r.params.expressWarmup} s first and there are ${r.params.expressReps} of them; this run: ${f(r.throughput?.express?.prefork?.ratioToBare)}×.`
+    : `The recorded rounds (${r.meta?.parts?.throughput ?? r.meta?.date}) still warmed up for 1 s (${f(r.throughput?.express?.prefork?.ratioToBare)}×); \`npm run bench\` now warms Express up for 4 s and runs 5 rounds.`} ${expressInsLine(r)}
 One cost was real and is fixed. Express swaps each request's prototype (\`Object.setPrototypeOf\`), and V8 then
 pays microseconds for every property added to that object; a micro-benchmark here showed ≈ 3 µs per added
 property. The route capture used to add two properties to each request; it then noted \`req.route\` and
@@ -469,7 +502,7 @@ This page is written by \`npm run bench\` (\`bench/run.mjs\`); the raw figures a
 
 ## This run
 
-- date: ${m.date}
+- date: ${m.date}${Object.entries(m.parts ?? {}).some(([, d]) => d !== m.date) ? `; parts recorded separately since: ${Object.entries(m.parts).filter(([, d]) => d !== m.date).map(([k, d]) => `${k} ${d}`).join(', ')}` : ''}
 - Node ${m.node}; CPU: ${m.cpu}, ${m.cores} cores; ${m.memoryGB} GB; ${m.platform}
 - load generator: ${m.loadGenerator}, on 127.0.0.1${m.pinned ? '; server pinned to CPU 0, load generator to CPU 1 (taskset)' : ''}
 - load average at start / end: ${m.loadAverageAtStart.join(' ')} / ${(m.loadAverageAtEnd ?? []).join(' ')}; whole run ${m.seconds} s${m.quick ? ' (**--quick**: short runs, figures not meaningful)' : ''}
