@@ -21,12 +21,26 @@
 //   --keep=DIR keeps the callgrind dumps (and, with node's --perf-basic-prof, /tmp/perf-PID.map names
 //   the JIT-compiled functions' addresses in them): BENCH_NODE_FLAGS=--perf-basic-prof
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
 import { APPS, VARIANTS, ensureDebianTool, freePort, has, waitForPort } from './load.mjs';
+
+/**
+ * node flags of every counted server. --no-memory-reducer: V8's memory reducer starts full
+ * (mark-compact) collections when the allocation rate *per millisecond* is low. Under valgrind a busy
+ * server runs ~50× slower and looks idle to it, so without this flag a window may or may not hold a
+ * mark-compact a loaded server would never run (one is ≈ 140 million instructions here: ±3,500 a
+ * request over a 40,000-request window). Collections caused by allocation still run.
+ */
+const NODE_FLAGS = process.env.BENCH_NO_DEFAULT_FLAGS ? [] : ['--no-memory-reducer'];
+/** how the figure is counted; the regression guard (bench/run.mjs) compares only figures counted alike */
+export const METHOD = 'whole process (callgrind summary, every thread), --no-memory-reducer, consecutive windows after a warm-up';
+/** warm-up and counted requests per app (windows × requests each) */
+const DEFAULTS = { http: { warmup: 40_000, requests: 10_000, windows: 4 }, express: { warmup: 40_000, requests: 5_000, windows: 4 } };
 
 /** valgrind if present (or installable with apt-get as root); else why not */
 export function valgrindAvailable(log = () => {}) {
@@ -44,6 +58,7 @@ function load(agent, port, n, c = 8) {
   let sent = 0;
   let ok = 0;
   let done = 0;
+  let retries = 0;
   return new Promise((resolve, reject) => {
     const one = () => {
       if (sent >= n) return;
@@ -55,63 +70,95 @@ function load(agent, port, n, c = 8) {
           if (++done === n) resolve(ok);
           else one();
         });
-      }).on('error', reject);
+      }).on('error', (e) => {
+        // the server closed an idle keep-alive connection (its 5 s keepAliveTimeout: under valgrind a
+        // callgrind_control call can take that long) as this request went out on it: send it again
+        if ((e.code === 'ECONNRESET' || e.code === 'EPIPE') && retries++ < 100) {
+          sent--;
+          one();
+          return;
+        }
+        reject(e);
+      });
     };
     for (let i = 0; i < Math.min(c, n); i++) one();
   });
 }
 
-/** Inclusive instruction counts of the dump: total, JIT compilation, garbage collection. */
+/** valgrind processes still running: killed if this process exits early (an error in the other of a pair) */
+const live = new Set();
+process.on('exit', () => { for (const c of live) c.kill('SIGKILL'); });
+
+/**
+ * One dump: `summary` is everything the process executed between two callgrind_control calls, on
+ * every thread (callgrind merges threads into one dump unless told otherwise): the program, V8's JIT,
+ * garbage collection, timers, the thread pool. The inclusive counts of the GC and JIT entry points
+ * are split out for the report only.
+ */
 export function splitDump(file) {
+  const text = readFileSync(file, 'utf8');
+  const summary = Number(/^summary: (\d+)/m.exec(text)?.[1] ?? NaN);
   const r = spawnSync('callgrind_annotate', ['--inclusive=yes', '--threshold=100', file], { encoding: 'utf8', maxBuffer: 256 * 2 ** 20 });
   if (r.status !== 0) throw new Error(`callgrind_annotate failed: ${r.stderr}`);
-  let total = 0;
-  const top = { opt: 0, osr: 0, lazy: 0, baseline: 0, gc: 0 };
+  const top = { opt: 0, osr: 0, baseline: 0, scavenge: 0, markCompact: 0, gc: 0 };
   const pats = [
     ['opt', /v8::internal::Runtime_CompileOptimized\(/],
     ['osr', /v8::internal::Runtime_CompileOptimizedOSR\(/],
-    ['lazy', /:Builtins_CompileLazy \[/],
     ['baseline', /v8::internal::baseline::BaselineBatchCompiler::EnqueueFunction\(/],
     ['gc', /v8::internal::Heap::CollectGarbage\(/],
+    ['scavenge', /v8::internal::Heap::Scavenge\(\)/],
+    ['markCompact', /v8::internal::Heap::MarkCompact\(\)/],
   ];
   for (const line of r.stdout.split('\n')) {
     const m = /^\s*([0-9,]+) \(\s*[0-9.]+%\)\s+(.*)$/.exec(line);
     if (!m) continue;
     const v = Number(m[1].replaceAll(',', ''));
-    if (m[2].includes('PROGRAM TOTALS')) total = v;
     for (const [k, re] of pats) if (re.test(m[2])) top[k] = Math.max(top[k], v);
   }
-  const compile = top.opt + top.osr + top.lazy + top.baseline;
-  return { total, compile, gc: top.gc, mutator: total - compile - top.gc };
+  // (Builtins_CompileLazy is not JIT work here: it runs for every new closure of an already compiled
+  // function and tail-calls it, so its inclusive cost is mostly that function's own execution)
+  return { total: summary, compile: top.opt + top.osr + top.baseline, gc: top.gc, scavenge: top.scavenge, markCompact: top.markCompact };
 }
 
-async function measureOne(variant, { warm, n, dir, app }) {
-  const v = VARIANTS[variant];
+async function measureOne(variant, { warm, n, windows, dir, app }) {
+  const v = VARIANTS[variant] ?? customVariant(variant);
   const port = await freePort();
   const metricsPort = String(await freePort());
   // the same variants as the throughput part (bench/load.mjs), without its probe
   const env = { ...process.env, NODE_OPTIONS: '', PORT: String(port), BENCH_METRICS_PORT: metricsPort, ...v.env };
   if (v.metricsEnv) env[v.metricsEnv] = metricsPort;
-  const nodeArgs = ['--single-threaded', ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...v.preload.flatMap((p) => ['-r', p]), APPS[app]];
-  const out = join(dir, `${variant}.%p`);
+  const nodeArgs = ['--single-threaded', ...NODE_FLAGS, ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...v.preload.flatMap((p) => ['-r', p]), APPS[app]];
+  const name = variant.replace(/[^A-Za-z0-9_-]/g, '_');
+  const out = join(dir, `${name}.%p`);
   const child = spawn('valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`, '--smc-check=all-non-file', '-q', process.execPath, ...nodeArgs],
-    { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
+    // cwd: the dump directory (node's --perf-basic-prof also leaves isolate-*.log files there)
+    { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  const exited = new Promise((resolve) => child.once('exit', (code) => { live.delete(child); resolve(code); }));
   let stderr = '';
+  let stdout = '';
   child.stderr.on('data', (d) => { stderr += d; });
+  child.stdout.on('data', (d) => { stdout += d; });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  const started = performance.now();
+  const windowMs = [];
   try {
     // valgrind starts node slowly; a server that dies meanwhile fails at once (the loser of the race
     // is left to settle on its own, its rejection handled)
-    const up = waitForPort(port, 120_000);
+    const up = waitForPort(port, 900_000);
     const died = exited.then((code) => { throw new Error(`server exited (${code})`); });
     up.catch(() => {});
     died.catch(() => {});
     await Promise.race([up, died]);
     if (await load(agent, port, warm) !== warm) throw new Error('warm-up requests failed');
     if (spawnSync('callgrind_control', ['-z', String(child.pid)], { stdio: 'ignore' }).status !== 0) throw new Error('callgrind_control -z failed');
-    if (await load(agent, port, n) !== n) throw new Error('measured requests failed');
-    if (spawnSync('callgrind_control', ['-d', String(child.pid)], { stdio: 'ignore' }).status !== 0) throw new Error('callgrind_control -d failed');
+    // consecutive windows, each dumped (a dump also zeroes the counters for the next one)
+    for (let w = 0; w < windows; w++) {
+      const t = performance.now();
+      if (await load(agent, port, n) !== n) throw new Error('measured requests failed');
+      if (spawnSync('callgrind_control', ['-d', String(child.pid)], { stdio: 'ignore' }).status !== 0) throw new Error('callgrind_control -d failed');
+      windowMs.push(performance.now() - t);
+    }
   } catch (e) {
     child.kill('SIGKILL');
     throw new Error(`${variant}: ${e.message}${stderr ? `\n${stderr.slice(-2000)}` : ''}`);
@@ -120,40 +167,65 @@ async function measureOne(variant, { warm, n, dir, app }) {
   }
   child.kill('SIGTERM');
   await exited;
-  // the dump made by -d is "<file>.1"; the final one at exit covers only what came after
-  const dump = readdirSync(dir).find((f) => f.startsWith(`${variant}.${child.pid}.`));
-  if (!dump) throw new Error(`${variant}: no callgrind dump`);
-  const s = splitDump(join(dir, dump));
+  if (stdout) writeFileSync(join(dir, `${name}.${child.pid}.stdout`), stdout);
+  return { label: v.label, ...summariseDumps(dir, name, child.pid, windows, n, warm), seconds: (performance.now() - started) / 1000, windowSeconds: windowMs.map((x) => +(x / 1000).toFixed(1)) };
+}
+
+/**
+ * Per-request figures of one counted server from its dumps ("<name>.<pid>.1" … ".<windows>", made by
+ * callgrind_control -d; the final one at exit covers only what came after and is not read).
+ */
+export function summariseDumps(dir, name, pid, windows, n, warm) {
+  const parts = [];
+  for (let w = 1; w <= windows; w++) {
+    const f = join(dir, `${name}.${pid}.${w}`);
+    if (!existsSync(f)) throw new Error(`${name}: no callgrind dump ${f}`);
+    parts.push(splitDump(f));
+  }
+  const sum = (k) => parts.reduce((a, p) => a + p[k], 0);
+  const all = n * windows;
   return {
-    label: v.label,
-    requests: n,
+    requests: all,
     warmup: warm,
-    totalPerRequest: s.total / n,
-    mutatorPerRequest: s.mutator / n,
-    compilePerRequest: s.compile / n,
-    gcPerRequest: s.gc / n,
+    pid,
+    totalPerRequest: sum('total') / all,
+    windowsPerRequest: parts.map((p) => Math.round(p.total / n)),
+    gcPerRequest: sum('gc') / all,
+    scavengePerRequest: sum('scavenge') / all,
+    markCompactPerRequest: sum('markCompact') / all,
+    markCompactWindows: parts.filter((p) => p.markCompact > 0).length,
+    compilePerRequest: sum('compile') / all,
   };
+}
+
+/** `name:/path/to/register.js`: the preload from another build (an A/B of two versions of the code) */
+function customVariant(spec) {
+  const i = spec.indexOf(':');
+  if (i < 0) throw new Error(`unknown variant ${spec}: expected one of ${Object.keys(VARIANTS).join(', ')} or name:/path/to/register.js`);
+  return { label: spec.slice(0, i), preload: [spec.slice(i + 1)], env: { PROMETHEUS_BIND_ADDRESS: '127.0.0.1' }, metricsEnv: 'PROMETHEUS_METRICS_PORT' };
 }
 
 /**
  * Runs the variants two at a time (valgrind runs a program on one core) and reports instructions
  * per request and the difference to bare.
  */
-export async function runInstructions({ quick = false, log = console.log, variants = ['bare', 'prefork'], keep, app = 'http', warmup, requests } = {}) {
+export async function runInstructions({ quick = false, log = console.log, variants = ['bare', 'prefork'], keep, app = 'http', warmup, requests, windows } = {}) {
   const avail = valgrindAvailable(log);
   if (!avail.ok) {
     log(`instructions: skipped: ${avail.why}`);
     return { skipped: avail.why };
   }
-  const warm = warmup ?? (quick ? 3_000 : 40_000);
-  const n = requests ?? (quick ? 2_000 : 10_000);
+  const d = DEFAULTS[app] ?? DEFAULTS.http;
+  const warm = warmup ?? (quick ? 3_000 : d.warmup);
+  const n = requests ?? (quick ? 2_000 : d.requests);
+  const w = windows ?? (quick ? 1 : d.windows);
   const dir = keep ?? mkdtempSync(join(os.tmpdir(), 'prefork-otel-callgrind-'));
-  const out = { app, warmup: warm, requests: n, variants: {} };
+  const out = { method: METHOD, date: new Date().toISOString(), app, warmup: warm, requests: n * w, windows: w, nodeFlags: ['--single-threaded', ...NODE_FLAGS], variants: {} };
   try {
     for (let i = 0; i < variants.length; i += 2) {
       const batch = variants.slice(i, i + 2);
-      const res = await Promise.all(batch.map((v) => measureOne(v, { warm, n, dir, app })));
-      batch.forEach((v, j) => { out.variants[v] = res[j]; });
+      const res = await Promise.all(batch.map((v) => measureOne(v, { warm, n, windows: w, dir, app })));
+      batch.forEach((v, j) => { out.variants[v.split(':')[0]] = res[j]; });
     }
   } finally {
     if (!keep) rmSync(dir, { recursive: true, force: true });
@@ -161,13 +233,15 @@ export async function runInstructions({ quick = false, log = console.log, varian
   const bare = out.variants.bare;
   for (const [k, v] of Object.entries(out.variants)) {
     if (bare && k !== 'bare') {
-      // steady state: the program and its garbage collection; JIT compilation still under way in
-      // the window is left out (it ends; which functions V8 happens to optimise in these 10k
-      // requests differs between runs of the same variant)
-      v.addedPerRequest = (v.mutatorPerRequest + v.gcPerRequest) - (bare.mutatorPerRequest + bare.gcPerRequest);
-      v.ratioToBare = (v.mutatorPerRequest + v.gcPerRequest) / (bare.mutatorPerRequest + bare.gcPerRequest);
+      // everything the process executed, per request: the figure a user's process pays
+      v.addedPerRequest = v.totalPerRequest - bare.totalPerRequest;
+      v.ratioToBare = v.totalPerRequest / bare.totalPerRequest;
+      // without garbage collection: what the code determines. GC comes in whole scavenges (≈ 5 million
+      // instructions each, one every ≈ 2,500 requests), so one more or fewer in a window moves the
+      // figure by ≈ 5,000,000 ÷ requests counted; the regression guard watches this part
+      v.addedWithoutGcPerRequest = (v.totalPerRequest - v.gcPerRequest) - (bare.totalPerRequest - bare.gcPerRequest);
     }
-    log(`instructions ${v.label}: ${Math.round(v.totalPerRequest)} per request (program ${Math.round(v.mutatorPerRequest)}, GC ${Math.round(v.gcPerRequest)}, JIT compilation ${Math.round(v.compilePerRequest)})${v.addedPerRequest !== undefined ? `; +${Math.round(v.addedPerRequest)} (${((v.ratioToBare - 1) * 100).toFixed(1)} %) vs bare` : ''}`);
+    log(`instructions ${v.label}: ${Math.round(v.totalPerRequest)} per request over ${v.requests} (windows of ${n}: ${v.windowsPerRequest.join(', ')}; GC ${Math.round(v.gcPerRequest)} of it, mark-compact in ${v.markCompactWindows} windows; JIT ${Math.round(v.compilePerRequest)})${v.addedPerRequest !== undefined ? `; +${Math.round(v.addedPerRequest)} (${((v.ratioToBare - 1) * 100).toFixed(1)} %) vs bare` : ''}`);
   }
   return out;
 }
@@ -179,6 +253,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   if (k) mkdirSync(k.slice(7), { recursive: true });
   const num = (name) => { const x = a.find((y) => y.startsWith(`--${name}=`)); return x ? Number(x.slice(name.length + 3)) : undefined; };
   const app = a.find((x) => x.startsWith('--app='))?.slice(6) ?? 'http';
-  const r = await runInstructions({ quick: a.includes('--quick'), variants: v ? v.slice(11).split(',') : undefined, keep: k?.slice(7), app, warmup: num('warmup'), requests: num('requests') });
+  const r = await runInstructions({ quick: a.includes('--quick'), variants: v ? v.slice(11).split(',') : undefined, keep: k?.slice(7), app, warmup: num('warmup'), requests: num('requests'), windows: num('windows') });
   console.log(JSON.stringify(r, null, 2));
 }

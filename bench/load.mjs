@@ -277,7 +277,7 @@ export async function measure(gen, app, variant, { seconds, warmup = 1, connecti
  * Throughput, latency and server CPU per request for each app × variant, `reps` interleaved rounds
  * (the order rotates each round). Medians of per-round ratios / differences to bare.
  */
-export async function runThroughput(gen, { apps = ['http', 'express'], variants = ['bare', 'prefork', 'prom', 'otel'], reps = 3, seconds = 5, baseline = 'bare', log = console.log } = {}) {
+export async function runThroughput(gen, { apps = ['http', 'express'], variants = ['bare', 'prefork', 'prom', 'otel'], reps = 3, seconds = 5, warmup = 1, baseline = 'bare', log = console.log } = {}) {
   const results = {};
   for (const app of apps) {
     const rounds = [];
@@ -285,7 +285,7 @@ export async function runThroughput(gen, { apps = ['http', 'express'], variants 
       const order = variants.map((_, i) => variants[(i + r) % variants.length]);
       const round = {};
       for (const v of order) {
-        round[v] = await measure(gen, app, v, { seconds });
+        round[v] = await measure(gen, app, v, { seconds, warmup });
         log(`load ${app.padEnd(7)} round ${r + 1}/${reps} ${VARIANTS[v].label.padEnd(38)} ${round[v].rps.toFixed(0).padStart(6)} req/s  ${(round[v].cpuNsPerRequest / 1000).toFixed(2).padStart(6)} µs CPU/req (user ${(round[v].userNsPerRequest / 1000).toFixed(2)})  p99 ${(round[v].latencyUs.p99 / 1000).toFixed(2)} ms  (${round[v].requests} req${round[v].errors ? `, ${round[v].errors} errors` : ''})`);
       }
       rounds.push(round);

@@ -130,6 +130,8 @@ export async function runMicro({ quick = false, log = console.log } = {}) {
   const loop = (f) => () => { for (let i = 0; i < BATCH; i++) f(i); };
   const partTasks = [
     { name: 'performance.now() x2', fn: loop(() => { sink += performance.now() - performance.now(); }) },
+    // the observer's clock (src/hooks/http.ts nowMs)
+    { name: 'process.hrtime() ms x2', fn: loop(() => { const a = process.hrtime(); const b = process.hrtime(); sink += (a[0] * 1e3 + a[1] / 1e6) - (b[0] * 1e3 + b[1] / 1e6); }) },
     { name: 'methodIndex', fn: loop((i) => { sink += methodIndex(i & 1 ? 'GET' : 'POST'); }) },
     { name: 'resolveEndpoint (raw URL, cached)', fn: loop((i) => { sink += resolveEndpoint(reqs[i % reqs.length], policy).length; }) },
     { name: 'store.series lookup', fn: loop((i) => { sink += store.series(i & 1, URLS[i % 4]).count; }) },

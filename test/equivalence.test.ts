@@ -20,6 +20,7 @@ import {
   FIXTURES, REGISTER_CJS, freePort, hit, parseMetrics, scrape, scrapeText, select, startNode, total, waitForHttp,
   type Proc, type Sample,
 } from './helpers';
+import { sendAll, type Req } from './http-client';
 
 const REQUEST_FAMILIES = [M.requestsTotal.name, M.requestDuration.name, M.failedRequests.name, M.errorHandling.name];
 
@@ -181,6 +182,43 @@ describe('fast recording ≡ OTel synchronous instruments (real HTTP, two proces
         expect(select(s, `${M.requestDuration.name}_bucket`, { ...c.labels, le: '+Inf' })[0]!.value).toBe(c.value);
       }
       expect(total(s, M.failedRequests.name, { error_type: 'RequestError' })).toBe(9);
+    }
+  });
+
+  it('one keep-alive connection: repeated, alternating and failing (method, path) land in their own series', async () => {
+    // the observer remembers the last raw (method, URL) of a connection; every change must be seen
+    const seq: Req[] = [];
+    const expected = new Map<string, number>();
+    const add = (method: string, path: string, endpoint: string) => {
+      seq.push({ method, path });
+      const k = `${method.toUpperCase()} ${endpoint}`;
+      expected.set(k, (expected.get(k) ?? 0) + 1);
+    };
+    for (let i = 0; i < 5; i++) add('GET', '/same', '/same');
+    add('POST', '/same', '/same');
+    add('GET', '/same', '/same');
+    for (let i = 0; i < 4; i++) add('GET', `/users/${i}`, '/users/:id');
+    add('GET', '/same?x=1', '/same');
+    add('DELETE', '/fail/x', '/fail/x');
+    add('DELETE', '/fail/x', '/fail/x');
+    add('GET', '/same', '/same');
+    add('patch', '/same', '/same');
+    const before: Record<string, Sample[]> = {};
+    for (const mode of ['fast', 'otel'] as const) before[mode] = await scrape(apps[mode].metrics);
+    for (const mode of ['fast', 'otel'] as const) {
+      const statuses = await sendAll(apps[mode].app, seq, 1);
+      expect([...statuses.values()].reduce((a, b) => a + b, 0)).toBe(seq.length);
+    }
+    for (const mode of ['fast', 'otel'] as const) {
+      const s = await scrape(apps[mode].metrics);
+      for (const [k, n] of expected) {
+        const [method, endpoint] = k.split(' ') as [string, string];
+        const was = select(before[mode]!, M.requestsTotal.name, { method, endpoint })[0]?.value ?? 0;
+        const now = select(s, M.requestsTotal.name, { method, endpoint })[0]?.value ?? 0;
+        expect(now - was, `${mode} ${method} ${endpoint}`).toBe(n);
+      }
+      const failedWas = select(before[mode]!, M.failedRequests.name, { method: 'DELETE', endpoint: '/fail/x', error_type: 'RequestError' })[0]?.value ?? 0;
+      expect(select(s, M.failedRequests.name, { method: 'DELETE', endpoint: '/fail/x', error_type: 'RequestError' })[0]!.value - failedWas).toBe(2);
     }
   });
 });

@@ -1,13 +1,16 @@
 /**
- * The endpoint bound under a path scan: 10,000 distinct paths against a server with
+ * The endpoint bounds under hostile paths. A path scan: 10,000 distinct paths against a server with
  * PREFORK_OTEL_MAX_ENDPOINTS=50 give exactly 50 distinct normalised endpoints + `__overflow__`, with
  * every request still counted; ids collapse before the cap; framework routes are never folded.
+ * 8 KB paths: every endpoint value ≤ MAX_ENDPOINT_LENGTH and the scrape within docs/metrics.md's bound.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import {
-  FIXTURES, REGISTER_CJS, freePort, labelValues, scrape, select, startNode, total, value, waitFor, waitForHttp, type Proc,
+  FIXTURES, REGISTER_CJS, freePort, labelValues, parseMetrics, scrape, scrapeText, select, startNode, total, value, waitFor, waitForHttp, type Proc,
 } from './helpers';
+import { DEFAULT_BUCKETS } from '../src/config';
+import { MAX_ENDPOINT_LENGTH, TRUNCATED_MARKER } from '../src/metrics/labels';
 import { sendAll, type Req } from './http-client';
 
 /** i → a distinct word of the letters g..z (never an id: no digits, no hex) */
@@ -79,6 +82,51 @@ describe('endpoint cap on a node:http server (PREFORK_OTEL_MAX_ENDPOINTS=50)', (
     const s2 = await scrape(srv.metricsPort);
     expect(labelValues(s2, 'gunicorn_worker_requests_total', 'endpoint')).toEqual(endpoints);
     expect(value(s2, 'gunicorn_worker_requests_total', { endpoint: '__overflow__' })).toBe(SCAN - 49 + 500);
+  });
+});
+
+describe('8 KB paths against the preload (PREFORK_OTEL_MAX_ENDPOINTS=50)', () => {
+  let srv: Awaited<ReturnType<typeof start>>;
+  beforeAll(async () => { srv = await start('http-app.cjs', { PREFORK_OTEL_MAX_ENDPOINTS: '50' }); });
+  afterAll(async () => { await srv?.app.stop(); });
+
+  it('2,400 distinct 8 KB paths: every endpoint ≤ MAX_ENDPOINT_LENGTH, the scrape within the documented bound', async () => {
+    const N = 2_400;
+    // three shapes of distinct 8 KB paths: one long segment, many short segments, a long id
+    const reqs: Req[] = Array.from({ length: N }, (_, i) => {
+      const shape = i % 3;
+      const path = shape === 0 ? `/p/${word(i)}${'x'.repeat(8192)}`
+        : shape === 1 ? Array.from({ length: 1200 }, (_, k) => `/${word(i * 1200 + k)}`).join('').slice(0, 8192)
+          : `/items/${'7'.repeat(8192)}?i=${i}`;
+      return { method: 'GET', path };
+    });
+    const statuses = await sendAll(srv.appPort, reqs, 8);
+    expect(Object.fromEntries(statuses)).toEqual({ 200: N });
+
+    const text = await scrapeText(srv.metricsPort);
+    const s = parseMetrics(text);
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(N);
+    const endpoints = labelValues(s, 'gunicorn_worker_requests_total', 'endpoint');
+    for (const e of endpoints) expect(e.length).toBeLessThanOrEqual(MAX_ENDPOINT_LENGTH);
+    // the one-long-segment paths all fold into one value, the ids into another
+    expect(value(s, 'gunicorn_worker_requests_total', { endpoint: '/p' + TRUNCATED_MARKER })).toBe(N / 3);
+    expect(value(s, 'gunicorn_worker_requests_total', { endpoint: '/items/:id' })).toBe(N / 3);
+    // the many-segment paths: cut at a segment boundary and marked, at most the cap of them
+    const cut = endpoints.filter((e) => e !== '/p' + TRUNCATED_MARKER && e !== '/items/:id' && e !== '__overflow__');
+    expect(cut.length).toBe(48);
+    for (const e of cut) expect(e).toMatch(new RegExp(`^(/[g-z]+)+${TRUNCATED_MARKER}$`));
+    expect(endpoints.length).toBe(51);
+
+    // docs/metrics.md: per (method, endpoint) label set at most B + 4 + 2·4 sample lines (counter,
+    // B + 1 buckets, _sum, _count; failures and errors per error type), each ≤ 200 bytes of name,
+    // fixed labels and value + 2 × MAX_ENDPOINT_LENGTH bytes of endpoint; label sets ≤ methods × (cap + 1)
+    const methods = 1;
+    const lines = DEFAULT_BUCKETS.length + 4 + 2 * 4;
+    const bound = methods * (50 + 1) * lines * (200 + 2 * MAX_ENDPOINT_LENGTH) + 64 * 1024;
+    const bytes = Buffer.byteLength(text);
+    expect(bytes).toBeLessThanOrEqual(bound);
+    // without the length cap one label set alone would carry 18 × 8 KB
+    expect(bytes).toBeLessThan(51 * 18 * 8192 / 10);
   });
 });
 

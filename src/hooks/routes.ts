@@ -1,5 +1,5 @@
 import diagnostics from 'node:diagnostics_channel';
-import { normalizePath, type EndpointPolicy } from '../metrics/labels';
+import type { EndpointPolicy } from '../metrics/labels';
 
 /**
  * Route templates from frameworks, without wrapping the application:
@@ -25,6 +25,27 @@ export const ROUTE = Symbol.for('prefork-otel.route');
  */
 const expressRoutes = new WeakMap<object, unknown>();
 const expressBases = new WeakMap<object, string | undefined>();
+
+/**
+ * The connection's slot (the HTTP observer's, src/hooks/http.ts), under this key on the socket. The
+ * Express route of the request under way on a connection is noted there: two stores into an object
+ * that already has the fields, where a WeakMap entry for every request costs an identity hash and a
+ * hash-table insert (and the garbage collector's work on the table). Requests that find the note
+ * taken (pipelined behind another) use the WeakMaps.
+ */
+export const SLOT = Symbol('prefork-otel.slot');
+export interface RouteNote {
+  /** the request whose Express route is noted here, else null */
+  routeReq: object | null;
+  route: unknown;
+  base: string | undefined;
+}
+type NotedSocket = { [SLOT]?: RouteNote } | null | undefined;
+
+function noteOf(req: Proto): RouteNote | undefined {
+  const sock = req.socket as NotedSocket;
+  return sock ? sock[SLOT] : undefined;
+}
 
 type RawReq = { [ROUTE]?: string };
 
@@ -115,13 +136,29 @@ function hookExpressRequest(proto: Proto): void {
     configurable: true,
     enumerable: true,
     get(this: Proto) {
+      const note = noteOf(this);
+      if (note !== undefined && note.routeReq === this) return note.route;
       return expressRoutes.get(this);
     },
     set(this: Proto, v: unknown) {
+      const note = noteOf(this);
+      if (note !== undefined && (note.routeReq === null || note.routeReq === this)) {
+        note.routeReq = this;
+        note.route = v;
+        note.base = this.baseUrl as string | undefined;
+        return;
+      }
       expressRoutes.set(this, v);
       expressBases.set(this, this.baseUrl as string | undefined);
     },
   });
+}
+
+/** `req.baseUrl` noted when Express assigned `req.route` (undefined if the accessor did not run) */
+function notedBase(req: Proto): string | undefined {
+  const note = noteOf(req);
+  if (note !== undefined && note.routeReq === req) return note.base;
+  return expressBases.get(req);
 }
 
 /**
@@ -144,8 +181,8 @@ export function captureLoadedFrameworkRoutes(): void {
 const expressCache = new Map<string, Map<unknown, string>>();
 /**
  * Express endpoint: baseUrl + route.path. A mounted router's baseUrl is the matched prefix (it can
- * hold ids when the mount path has parameters), so it is normalised and, being request-derived, the
- * result is bounded by the policy's route cap (not the raw-path cap: 404s cannot push real routes
+ * hold ids when the mount path has parameters), so it is normalised and length-capped (the route
+ * template after it is never cut) and, being request-derived, the result is bounded by the policy's route cap (not the raw-path cap: 404s cannot push real routes
  * into the overflow value). Cached: a repeated request builds no string.
  */
 function expressEndpoint(baseUrl: string, path: unknown, policy: EndpointPolicy): string {
@@ -158,7 +195,7 @@ function expressEndpoint(baseUrl: string, path: unknown, policy: EndpointPolicy)
   let ep = byPath.get(path);
   if (ep === undefined) {
     const p = Array.isArray(path) ? path.map(String).join('|') : String(path);
-    ep = policy.admitRoute(normalizePath(baseUrl) + (p === '/' ? '' : p));
+    ep = policy.admitRoute(policy.normalise(baseUrl) + (p === '/' ? '' : p));
     byPath.set(path, ep);
   }
   return ep;
@@ -171,6 +208,17 @@ type ObservedReq = RawReq & {
   url?: string;
 };
 
+/**
+ * The raw URL a request's endpoint is made from when no framework route applies to it, else
+ * undefined (resolveEndpoint must then be asked). Same precedence as resolveEndpoint.
+ */
+export function rawRequest(req: ObservedReq): string | undefined {
+  if (req[ROUTE] !== undefined) return undefined;
+  const route = req.route;
+  if (route != null && route.path !== undefined) return undefined;
+  return req.originalUrl ?? req.url ?? '/';
+}
+
 /** The endpoint label of a finished request: framework route template, else the bounded normalised path. */
 export function resolveEndpoint(req: ObservedReq, policy: EndpointPolicy): string {
   const r = req[ROUTE];
@@ -179,7 +227,7 @@ export function resolveEndpoint(req: ObservedReq, policy: EndpointPolicy): strin
   if (route != null && route.path !== undefined) {
     const path = route.path;
     // the base noted when the route was assigned; req.baseUrl if the accessor is not installed
-    const noted = expressBases.get(req);
+    const noted = notedBase(req as Proto);
     const base = noted !== undefined ? noted : req.baseUrl;
     if (!base && typeof path === 'string') return path;
     return expressEndpoint(base ?? '', path, policy);

@@ -1,11 +1,15 @@
 import type { Attributes, Counter, Histogram, Meter, MeterProvider } from '@opentelemetry/api';
 import { defaultMeterProvider } from './default-provider';
-import pidusage from 'pidusage';
 import { ERROR_TYPES, M, SCOPE, type ErrorType, type WorkerState } from './contract';
 import { methodIndex, METHODS } from './labels';
 import { RequestMetricProducer } from './producer';
 import { RequestStore, type Series } from './store';
 import { DEFAULT_BUCKETS } from '../config';
+
+function monotonicMs(): number {
+  const t = process.hrtime();
+  return t[0] * 1e3 + t[1] / 1e6;
+}
 
 export interface MetricsOptions {
   /** where the instruments live; default: the process's prefork-otel pipeline if there is one, else the global MeterProvider (./default-provider.ts) */
@@ -46,6 +50,9 @@ export class Metrics {
   readonly startTime = Date.now();
   memoryBytes: number | undefined;
   cpuPercent: number | undefined;
+  /** CPU time (µs, user + system) and monotonic time (ms) at the last CPU sample */
+  private lastCpuUs: number;
+  private lastCpuAtMs: number;
   uptimeSeconds = 0;
   private state: { name: WorkerState; since: number; attrs: Attributes } | undefined;
   private readonly otel: { requests: Counter; duration: Histogram; failed: Counter; errors: Counter } | undefined;
@@ -54,12 +61,14 @@ export class Metrics {
   constructor(options: MetricsOptions = {}) {
     this.workerId = String(options.workerId ?? process.pid);
     this.workerAttrs = { worker_id: this.workerId };
-    // first values from Node itself, so the gauges are in the very first scrape; the sampler (pidusage)
-    // replaces them within moments: CPU percent averaged since the process started, as pidusage's first sample is
+    // first values at once, so the gauges are in the very first scrape: CPU percent averaged since the
+    // process started; every later sample averages over the time since the one before
     this.memoryBytes = process.memoryUsage.rss();
     const used = process.cpuUsage();
     const up = process.uptime();
     this.cpuPercent = up > 0 ? ((used.user + used.system) / 1e6 / up) * 100 : 0;
+    this.lastCpuUs = used.user + used.system;
+    this.lastCpuAtMs = monotonicMs();
     this.recording = options.recording ?? 'fast';
     const provider = options.meterProvider ?? defaultMeterProvider();
     this.meter = provider.getMeter(SCOPE.name, SCOPE.version);
@@ -135,11 +144,26 @@ export class Metrics {
     }
   }
 
-  /** update_resource_usage: RSS bytes and CPU percent of this process, sampled with pidusage. */
+  /**
+   * update_resource_usage: RSS bytes (`process.memoryUsage.rss()`, the resident set of
+   * /proc/self/stat that pidusage and psutil report) and CPU percent of this process since the last
+   * sample (`process.cpuUsage()`, user + system, over the monotonic time between the two samples;
+   * 100 = one core). Read in-process: one sample costs ≈ 10,000 instructions, against ≈ 440,000 for
+   * pidusage (which opens and reads /proc files through the thread pool), counted by callgrind.
+   */
   async updateResourceUsage(what: { memory?: boolean; cpu?: boolean } = { memory: true, cpu: true }): Promise<void> {
-    const stat = await pidusage(process.pid);
-    if (what.memory !== false) this.memoryBytes = stat.memory;
-    if (what.cpu !== false) this.cpuPercent = stat.cpu;
+    if (what.memory !== false) this.memoryBytes = process.memoryUsage.rss();
+    if (what.cpu !== false) {
+      const used = process.cpuUsage();
+      const us = used.user + used.system;
+      const at = monotonicMs();
+      const elapsedMs = at - this.lastCpuAtMs;
+      if (elapsedMs > 0) {
+        this.cpuPercent = ((us - this.lastCpuUs) / 1000 / elapsedMs) * 100;
+        this.lastCpuUs = us;
+        this.lastCpuAtMs = at;
+      }
+    }
   }
 
   /** update_uptime: seconds since this worker started. */

@@ -32,6 +32,33 @@ export function methodIndex(method: string | undefined): number {
 /** The endpoint value every path beyond the cap is folded into. */
 export const OVERFLOW_ENDPOINT = '__overflow__';
 
+/**
+ * The longest endpoint value made from a raw (normalised) path, in characters. A longer path is cut
+ * at its last `/` that leaves room for TRUNCATED_MARKER, and the marker replaces the rest, so the
+ * value stays ≤ MAX_ENDPOINT_LENGTH. Route templates reported by a framework are never cut (they are
+ * the application's own code, not request data).
+ */
+export const MAX_ENDPOINT_LENGTH = 128;
+/** What replaces the cut-off tail of a path longer than MAX_ENDPOINT_LENGTH. */
+export const TRUNCATED_MARKER = '/__truncated__';
+/**
+ * Raw URLs longer than this are normalised on every request instead of being cached: the cache then
+ * holds at most cacheLimit × URL_CACHE_MAX_LENGTH characters, whatever the clients send.
+ */
+export const URL_CACHE_MAX_LENGTH = 1024;
+
+/**
+ * `path` if it has at most `max` characters; else cut at a segment boundary with TRUNCATED_MARKER in
+ * place of the rest (`/api/v1/<8 KB>` → `/api/v1/__truncated__`; one huge first segment →
+ * `/__truncated__`). The result never has more than `max` characters.
+ */
+export function capEndpoint(path: string, max: number = MAX_ENDPOINT_LENGTH): string {
+  if (path.length <= max) return path;
+  const room = max - TRUNCATED_MARKER.length;
+  const cut = room > 0 ? path.lastIndexOf('/', room) : -1;
+  return (cut > 0 ? path.slice(0, cut) : '') + TRUNCATED_MARKER;
+}
+
 const NUMERIC = /^\d+$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const LONG_HEX = /^[0-9a-f]{16,}$/i;
@@ -71,7 +98,8 @@ export function normalizePath(url: string): string {
 /**
  * Resolves raw request URLs to bounded endpoint values. A per-process cache maps a raw URL to its
  * endpoint (so a repeated URL costs one Map lookup); at most `maxEndpoints` distinct normalised
- * values are ever produced, the rest become OVERFLOW_ENDPOINT. Route templates reported by a
+ * values are ever produced, the rest become OVERFLOW_ENDPOINT, and none is longer than
+ * `maxLength` characters (capEndpoint). Route templates reported by a
  * framework are not counted against the cap: they are bounded by the application's code. Templates
  * partly built from the request (Express: a mounted router's matched prefix) have a cap of their
  * own (`admitRoute`), so unmatched paths — a scanner's 404s — can never crowd out real routes.
@@ -81,7 +109,7 @@ export class EndpointPolicy {
   private readonly seen = new Set<string>();
   private readonly routes = new Set<string>();
   private readonly cacheLimit: number;
-  constructor(readonly maxEndpoints: number) {
+  constructor(readonly maxEndpoints: number, readonly maxLength: number = MAX_ENDPOINT_LENGTH) {
     this.cacheLimit = Math.max(1024, maxEndpoints * 4);
   }
 
@@ -89,10 +117,16 @@ export class EndpointPolicy {
   fromUrl(url: string): string {
     let ep = this.cache.get(url);
     if (ep !== undefined) return ep;
-    ep = this.admit(normalizePath(url));
+    ep = this.admit(this.normalise(url));
+    if (url.length > URL_CACHE_MAX_LENGTH) return ep;
     if (this.cache.size >= this.cacheLimit) this.cache.clear();
     this.cache.set(url, ep);
     return ep;
+  }
+
+  /** A raw path (or a mounted router's matched prefix) → its normalised, length-capped value. */
+  normalise(url: string): string {
+    return capEndpoint(normalizePath(url), this.maxLength);
   }
 
   /** Admit an already-normalised endpoint value under the cap (OVERFLOW_ENDPOINT once full). */

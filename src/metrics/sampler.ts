@@ -2,7 +2,8 @@ import type { Metrics } from './Metrics';
 
 /**
  * Samples the worker's resources on unref'd timers: CPU percent every `cpuIntervalMs`, RSS every
- * `memoryIntervalMs` (pidusage), both once at start. Never keeps the process alive.
+ * `memoryIntervalMs` (in-process: `process.cpuUsage()`, `process.memoryUsage.rss()`), both once at
+ * start. Never keeps the process alive.
  */
 export class ResourceSampler {
   private timers: NodeJS.Timeout[] = [];
