@@ -92,9 +92,11 @@ describe.each(['preload first', 'sdk first'] as Order[])('single process, %s', (
     }, 15_000, `the app's endpoint counting ${N} requests`);
     expect(total(theirs, 'app_orders_total')).toBe(N);
     expect(select(theirs, 'gunicorn_worker_requests_total')).toEqual([]);
+    expect(theirs.filter((s) => s.name.startsWith('prefork_otel_'))).toEqual([]);
     const ours = await scrape(metricsPort);
     expect(ourCount(ours)).toBe(N);
-    expect(ours.filter((s) => !s.name.startsWith('gunicorn_') && s.name !== 'target_info')).toEqual([]);
+    // ours: the gunicorn_* series and our own scrape-health series (docs/metrics.md), nothing of the app's
+    expect(ours.filter((s) => !s.name.startsWith('gunicorn_') && s.name !== 'target_info' && !s.name.startsWith('prefork_otel_'))).toEqual([]);
     expect(app.stderr).toBe('');
   });
 
