@@ -3,7 +3,7 @@
 //
 //   node bench/run.mjs            full run (about 8 minutes on 2 cores)
 //   node bench/run.mjs --quick    short runs, for trying the harness (figures are not meaningful)
-//   --only=micro,load,toggle,instructions,cluster,memory,scrape,accesslog,e2e,gzip   run a subset (docs/benchmarks.md is then not rewritten)
+//   --only=micro,load,toggle,instructions,cluster,memory,scrape,accesslog,syncaccept,e2e,gzip   run a subset (docs/benchmarks.md is then not rewritten)
 //   --no-pin                      do not pin server / load generator to CPUs 0 / 1 with taskset
 //   --render                      only rewrite docs/benchmarks.md from bench/results.json
 //   BENCH_LOADGEN=autocannon      force the autocannon fallback instead of wrk
@@ -136,6 +136,10 @@ if (want('scrape')) {
 if (want('accesslog')) {
   const { runAccessLog } = await import('./access-log.mjs');
   results.accessLog = await runAccessLog(gen === 'none' ? detectLoadGenerator(log) : gen, { reps: quick ? 2 : 4, seconds: quick ? 1 : 3, log });
+}
+if (want('syncaccept') && runnerAvailable()) {
+  log('— a sync worker accepts only when free: -w 2 -k sync, K requests of 200 ms at once, beside gunicorn (bench/sync-accept.mjs) —');
+  results.syncAccept = await (await import('./sync-accept.mjs')).runSyncAccept({ quick, log });
 }
 if (want('e2e')) {
   log(`— end-to-end scrape, ${P.e2eWorkers} workers: node:cluster + preload (the primary aggregates over IPC)${runnerAvailable() ? ' and the runner' : ''} —`);
