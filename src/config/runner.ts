@@ -822,21 +822,11 @@ export function settingsTable(): Array<{ file: string; flags: string[]; status: 
  * limits, privileges. The runner's entry point puts it in the environment (SERVE_ENV) before the
  * master forks; workers/app.ts reads it (threads inherit it too).
  */
-export interface ServeSettings {
-  accessLog: string | undefined;
-  accessLogFormat: string;
-  forwardedAllowIps: string[];
-  secureSchemeHeaders: Record<string, string>;
+/** what a worker needs of the settings to serve (the runner hands it over in SERVE_ENV): these, as the master resolved them */
+export type ServeSettings = Pick<RunnerSettings, 'accessLog' | 'accessLogFormat' | 'forwardedAllowIps' | 'secureSchemeHeaders'
+  | 'limitRequestLine' | 'limitRequestFields' | 'limitRequestFieldSize' | 'user' | 'group' | 'userName' | 'initgroups' | 'umask'> & {
   tls: { certfile: string; keyfile: string; caCerts: string | undefined; certReqs: number; ciphers: string | undefined } | undefined;
-  limitRequestLine: number;
-  limitRequestFields: number;
-  limitRequestFieldSize: number;
-  user: number | undefined;
-  group: number | undefined;
-  userName: string | undefined;
-  initgroups: boolean;
-  umask: number | undefined;
-}
+};
 export const SERVE_ENV = 'PREFORK_OTEL_SERVE';
 
 export function serveSettings(c: RunnerSettings): ServeSettings {
