@@ -153,12 +153,14 @@ export function serveProxyProtocol(server: net.Server, mode: ProxyProtocolMode, 
   server.removeAllListeners('connection');
   server.on('connection', (raw: net.Socket) => {
     let buf: Buffer | undefined;
-    const timer = setTimeout(() => raw.destroy(), HEADER_DEADLINE_MS);
+    // unref'd: a worker draining for exit does not wait for it
+    const timer = setTimeout(() => raw.destroy(), HEADER_DEADLINE_MS).unref();
     const stop = () => {
       clearTimeout(timer);
       raw.off('data', onData);
       raw.off('end', onGone);
       raw.off('error', onGone);
+      raw.off('close', stop);
     };
     const onGone = () => { stop(); raw.destroy(); };
     const onData = (chunk: Buffer) => {
@@ -183,5 +185,6 @@ export function serveProxyProtocol(server: net.Server, mode: ProxyProtocolMode, 
     raw.on('data', onData);
     raw.once('end', onGone);
     raw.once('error', onGone);
+    raw.once('close', stop);
   });
 }
