@@ -205,7 +205,7 @@ function sample(name: string): unknown {
     worker_tmp_dir: '/dev/shm', pidfile: '/tmp/prefork-otel-settings-test.pid', ciphers: 'ECDHE+AESGCM', ssl_version: '2', tmp_upload_dir: '/tmp', header_map: 'drop',
   };
   if (name in samples) return samples[name];
-  if (/^(reload|spew|preload_app|sendfile|reuse_port|daemon|initgroups|capture_output|syslog|enable_stdio_inheritance|suppress_ragged_eofs|do_handshake_on_connect|strip_header_spaces|permit_\w+|casefold_http_method|disable_redirect_access_to_syslog|tolerate_dangerous_framing|check_config|print_config)$/.test(name)) return true;
+  if (/^(reload|spew|preload_app|sendfile|reuse_port|daemon|initgroups|capture_output|syslog|enable_stdio_inheritance|suppress_ragged_eofs|do_handshake_on_connect|strip_header_spaces|permit_\w+|casefold_http_method|disable_redirect_access_to_syslog|tolerate_dangerous_framing|proxy_protocol|check_config|print_config)$/.test(name)) return true;
   if (/^(backlog|threads|worker_connections|max_requests|max_requests_jitter|timeout|graceful_timeout|keepalive)$/.test(name)) return 5;
   return 'x';
 }

@@ -116,7 +116,13 @@ export interface RunnerSettings {
   reloadExtraFiles: string[];
   preloadApp: boolean;
   daemon: boolean;
+  /** PROXY protocol header on each connection from a --proxy-allow-from peer: which versions are read */
+  proxyProtocol: ProxyProtocolMode;
+  /** peers whose PROXY header is accepted (others get 403 for one); `*` = every peer */
+  proxyAllowIps: string[];
 }
+/** gunicorn 26's --proxy-protocol values (20.1's bare flag = v1; ours = auto, which also reads v1) */
+export type ProxyProtocolMode = 'off' | 'v1' | 'v2' | 'auto';
 
 export interface RunnerConfig extends RunnerSettings {
   app: AppSpec;
@@ -149,6 +155,8 @@ interface Setting<K extends keyof RunnerSettings = keyof RunnerSettings> {
   short?: string;
   /** gunicorn's store_true / store_const flags: no value on the command line (true/false in the file) */
   flag?: boolean;
+  /** argparse's nargs='?': the value of the bare flag (a following word is its value only if it is one of `choices`) */
+  bare?: { value: string; choices: string[] };
   multiple?: boolean;
   meta?: string;
   help: string;
@@ -425,8 +433,25 @@ export const SETTINGS: Setting[] = [
   ignored('pythonpath', 'pythonpath', 'str', 'Node resolves modules with NODE_PATH / node_modules'),
   ignored('paste', 'paste', 'str', 'PasteDeploy is Python', { aliases: ['paster'] }),
   ignored('raw_paste_global_conf', 'paste-global', 'list', 'PasteDeploy is Python'),
-  ignored('proxy_protocol', 'proxy-protocol', 'str', 'PROXY protocol is not parsed (put the proxy in front without it, or see docs/runner.md)'),
-  ignored('proxy_allow_ips', 'proxy-allow-from', 'str', 'no PROXY protocol (see --proxy-protocol)'),
+  {
+    key: 'proxyProtocol', file: 'proxy_protocol', long: 'proxy-protocol', meta: '[off|v1|v2|auto]', status: 'works',
+    bare: { value: 'auto', choices: ['off', 'v1', 'v2', 'auto'] },
+    help: 'read a PROXY protocol header (v1 text, v2 binary, auto = either) before the request: its client address becomes the peer [off; bare flag = auto]',
+    dflt: () => 'off',
+    parse: (source, raw) => {
+      if (raw === true || raw === false) return raw ? 'auto' : 'off';
+      const v = String(raw).trim().toLowerCase();
+      if (v === 'true') return 'auto';
+      if (v === 'false') return 'off';
+      if (v === 'off' || v === 'v1' || v === 'v2' || v === 'auto') return v;
+      throw invalid(source, raw, 'expected off, v1, v2 or auto (or true/false)');
+    },
+  },
+  {
+    key: 'proxyAllowIps', file: 'proxy_allow_ips', long: 'proxy-allow-from', meta: 'IPS', status: 'works',
+    help: 'peers whose PROXY header is accepted (others: 403); "*" = all [127.0.0.1,::1]',
+    dflt: () => ['127.0.0.1', '::1'], parse: addrList,
+  },
   ignored('protocol', 'protocol', 'str', 'HTTP only (no uwsgi protocol)'),
   ignored('uwsgi_allow_ips', 'uwsgi-allow-from', 'str', 'HTTP only (no uwsgi protocol)'),
   ignored('permit_obsolete_folding', 'permit-obsolete-folding', 'flag', 'Node\'s parser decides header folding'),
@@ -574,6 +599,8 @@ function parseCommandLine(args: string[], what: string): { values: Record<string
  * `-w -1`, `--timeout -5`: a value that looks like a negative number is the option's value (as
  * gunicorn's argparse takes it), so the validator can say "must be ≥ 1" instead of "needs a value".
  */
+const BARE = new Map(SETTINGS.flatMap((s) => (s.bare ? longs(s).map((l) => [l, s.bare!] as const) : [])));
+
 function joinNegativeValues(args: string[], options: ReturnType<typeof parseOptions>): string[] {
   const byShort = new Map(Object.entries(options).filter(([, o]) => o.short).map(([l, o]) => [o.short!, l]));
   const out: string[] = [];
@@ -581,7 +608,11 @@ function joinNegativeValues(args: string[], options: ReturnType<typeof parseOpti
     const a = args[i]!;
     const next = args[i + 1];
     const long = a.startsWith('--') ? a.slice(2) : /^-[A-Za-z]$/.test(a) ? byShort.get(a.slice(1)) : undefined;
-    if (long && !a.includes('=') && options[long]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+    const bare = long && !a.includes('=') ? BARE.get(long) : undefined;
+    if (bare) {
+      // nargs='?': `--proxy-protocol v2` takes the word, a bare `--proxy-protocol` is its const
+      if (next !== undefined && bare.choices.includes(next)) { out.push(`--${long}=${next}`); i++; } else out.push(`--${long}=${bare.value}`);
+    } else if (long && !a.includes('=') && options[long]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
       out.push(`--${long}=${next}`);
       i++;
     } else {
@@ -824,7 +855,8 @@ export function settingsTable(): Array<{ file: string; flags: string[]; status: 
  */
 /** what a worker needs of the settings to serve (the runner hands it over in SERVE_ENV): these, as the master resolved them */
 export type ServeSettings = Pick<RunnerSettings, 'accessLog' | 'accessLogFormat' | 'forwardedAllowIps' | 'secureSchemeHeaders'
-  | 'limitRequestLine' | 'limitRequestFields' | 'limitRequestFieldSize' | 'user' | 'group' | 'userName' | 'initgroups' | 'umask'> & {
+  | 'limitRequestLine' | 'limitRequestFields' | 'limitRequestFieldSize' | 'user' | 'group' | 'userName' | 'initgroups' | 'umask'
+  | 'proxyProtocol' | 'proxyAllowIps'> & {
   tls: { certfile: string; keyfile: string; caCerts: string | undefined; certReqs: number; ciphers: string | undefined } | undefined;
 };
 export const SERVE_ENV = 'PREFORK_OTEL_SERVE';
@@ -836,5 +868,6 @@ export function serveSettings(c: RunnerSettings): ServeSettings {
     limitRequestLine: c.limitRequestLine, limitRequestFields: c.limitRequestFields, limitRequestFieldSize: c.limitRequestFieldSize,
     // --user without --group: the user's primary group (gunicorn would keep the master's, often root's)
     user: c.user, group: c.group ?? (c.user !== undefined ? c.userGid : undefined), userName: c.userName, initgroups: c.initgroups, umask: c.umask,
+    proxyProtocol: c.proxyProtocol, proxyAllowIps: c.proxyAllowIps,
   };
 }

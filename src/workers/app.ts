@@ -15,6 +15,7 @@ import { ConfigError } from '../config';
 import { dynamicImport, SERVE_ENV, type AppSpec, type ServeSettings } from '../config/runner';
 import { AccessLog } from '../hooks/access-log';
 import { APP_LOAD_ERROR, WORKER_BOOT_ERROR } from './protocol';
+import { carryProxyPeer, serveProxyProtocol } from './proxy-protocol';
 
 /** The app could not be turned into a server: one line, exit APP_LOAD_ERROR. */
 export function appError(spec: AppSpec, what: string): ConfigError {
@@ -167,9 +168,11 @@ export function dropPrivileges(s: ServeSettings | undefined = serveSettings()): 
   }
 }
 
-/** Serving settings on the app's server: HTTPS, gunicorn's request limits, the access log. */
+/** Serving settings on the app's server: PROXY protocol, HTTPS, gunicorn's request limits, the access log. */
 export function applyServeSettings(server: net.Server, s: ServeSettings): void {
   if (s.tls) serveTls(server, s.tls);
+  // after serveTls, so it runs first: the PROXY header precedes the TLS handshake
+  if (s.proxyProtocol && s.proxyProtocol !== 'off') serveProxyProtocol(server, s.proxyProtocol, s.proxyAllowIps);
   applyLimits(server as http.Server, s);
   if (s.accessLog) {
     new AccessLog({ target: s.accessLog, format: s.accessLogFormat, forwardedAllowIps: s.forwardedAllowIps, secureSchemeHeaders: s.secureSchemeHeaders, server }).start();
@@ -196,6 +199,7 @@ function serveTls(server: net.Server, t: NonNullable<ServeSettings['tls']>): voi
   server.removeAllListeners('connection');
   server.on('connection', (raw: net.Socket) => {
     const sock = new tls.TLSSocket(raw, { isServer: true, secureContext: context, requestCert: t.certReqs > 0, rejectUnauthorized: t.certReqs === 2 });
+    carryProxyPeer(raw, sock);
     const fail = () => { sock.destroy(); raw.destroy(); };
     sock.once('error', fail);
     sock.once('secure', () => {
