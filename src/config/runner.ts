@@ -836,6 +836,8 @@ export interface ServeSettings {
   userName: string | undefined;
   initgroups: boolean;
   umask: number | undefined;
+  /** the ports of the TCP --bind addresses: a listen() asking for one of them is the app's (workers/app.ts) */
+  bindPorts: number[];
 }
 export const SERVE_ENV = 'PREFORK_OTEL_SERVE';
 
@@ -846,5 +848,6 @@ export function serveSettings(c: RunnerSettings): ServeSettings {
     limitRequestLine: c.limitRequestLine, limitRequestFields: c.limitRequestFields, limitRequestFieldSize: c.limitRequestFieldSize,
     // --user without --group: the user's primary group (gunicorn would keep the master's, often root's)
     user: c.user, group: c.group ?? (c.user !== undefined ? c.userGid : undefined), userName: c.userName, initgroups: c.initgroups, umask: c.umask,
+    bindPorts: c.bind.flatMap((b) => (b.kind === 'tcp' ? [b.port] : [])),
   };
 }

@@ -13,6 +13,7 @@ import { pathToFileURL } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from '../config';
 import { dynamicImport, SERVE_ENV, type AppSpec, type ServeSettings } from '../config/runner';
+import { ownServers } from '../export/server';
 import { AccessLog } from '../hooks/access-log';
 import { APP_LOAD_ERROR, WORKER_BOOT_ERROR } from './protocol';
 
@@ -23,28 +24,62 @@ export function appError(spec: AppSpec, what: string): ConfigError {
 
 const LISTEN = net.Server.prototype.listen;
 
+/** the port a listen() call asks for (listen(port, …), listen({ port }), listen('8000')), else undefined */
+function askedPort(args: unknown[]): number | undefined {
+  const a = args[0];
+  const p = a !== null && typeof a === 'object' ? (a as { port?: unknown }).port : a;
+  const n = typeof p === 'number' ? p : typeof p === 'string' && /^\d+$/.test(p) ? Number(p) : NaN;
+  return Number.isInteger(n) && n > 0 ? n : undefined;
+}
+
+interface Held { server: net.Server; args: unknown[]; port: number | undefined }
+
 /**
- * While the app loads, the first listen() called on an http(s).Server is not performed: the server
- * is handed to the runner, which listens on its own --bind sockets instead (so "the runner's bind
- * wins"), and the app's listen callback runs on the runner's 'listening'. Later listen() calls (and
- * any on non-HTTP servers) are left alone.
+ * While the app loads, every listen() called on an http(s).Server is held, not performed. When the
+ * module has loaded, one of them is the app's server (pick()): the one that asked for a port of the
+ * runner's --bind, else the last one. It is handed to the runner, which listens on its own --bind
+ * sockets instead ("the runner's bind wins"), and its listen callback runs on the runner's
+ * 'listening'. Every other held listen() is then performed as the app asked (an OpenTelemetry
+ * Prometheus exporter, an admin server), so it binds its own port in each worker; its requests are
+ * not the worker's (not counted, no hooks, no --max-requests). With none held,
+ * the first listen() that comes later (after an await) is the app's. listen() on non-HTTP servers is
+ * never held.
  */
 class ListenInterceptor {
   server: net.Server | undefined;
+  private held: Held[] = [];
   private waiters: Array<(s: net.Server) => void> = [];
+  constructor(private readonly bindPorts: readonly number[]) {}
+
   install(): void {
     const self = this;
     net.Server.prototype.listen = function patchedListen(this: net.Server, ...args: unknown[]) {
       if (self.server === undefined && (this instanceof http.Server || this instanceof https.Server)) {
-        self.restore();
-        self.server = this;
-        const cb = [...args].reverse().find((a) => typeof a === 'function') as (() => void) | undefined;
-        if (cb) this.once('listening', cb);
-        for (const w of self.waiters) w(this);
+        self.held.push({ server: this, args, port: askedPort(args) });
+        if (self.waiters.length > 0) self.pick();
         return this;
       }
       return LISTEN.apply(this, args as never);
     } as typeof LISTEN;
+  }
+
+  /** choose the app's server among the held listen() calls; perform the others; stop intercepting */
+  pick(): net.Server | undefined {
+    if (this.server !== undefined || this.held.length === 0) return this.server;
+    this.restore();
+    const held = this.held;
+    this.held = [];
+    const app = held.find((h) => h.port !== undefined && this.bindPorts.includes(h.port)) ?? held[held.length - 1]!;
+    this.server = app.server;
+    const cb = [...app.args].reverse().find((a) => typeof a === 'function') as (() => void) | undefined;
+    if (cb) app.server.once('listening', cb);
+    for (const h of held) {
+      if (h === app) continue;
+      ownServers.add(h.server); // not the worker's traffic: not counted, no pre/post_request, no --max-requests
+      LISTEN.apply(h.server, h.args as never);
+    }
+    for (const w of this.waiters) w(app.server);
+    return app.server;
   }
 
   restore(): void {
@@ -120,7 +155,7 @@ export async function loadApp(spec: AppSpec, waitMs: number): Promise<net.Server
 }
 
 async function importApp(spec: AppSpec, waitMs: number): Promise<net.Server> {
-  const interceptor = new ListenInterceptor();
+  const interceptor = new ListenInterceptor(serveSettings()?.bindPorts ?? []);
   interceptor.install();
   let ns: Record<string, unknown>;
   try {
@@ -131,7 +166,8 @@ async function importApp(spec: AppSpec, waitMs: number): Promise<net.Server> {
   }
   try {
     const picked = pickExport(ns, spec);
-    if (spec.exportName === undefined && interceptor.server) return interceptor.server;
+    const listened = interceptor.pick();
+    if (spec.exportName === undefined && listened) return listened;
     if (picked !== undefined) return await toServer(spec, picked, spec.call);
     const late = await interceptor.wait(waitMs);
     if (late) return late;
