@@ -80,6 +80,8 @@ export interface RunnerSettings {
   chdir: string | undefined;
   /** the metrics endpoint's web config (exporter-toolkit YAML: TLS, basic auth); over PROMETHEUS_WEB_CONFIG_FILE */
   metricsWebConfig: string | undefined;
+  /** OpenTelemetry's host metrics from the master (as PREFORK_OTEL_HOST_METRICS=true); read at start */
+  hostMetrics: boolean;
   /** the APP from the config file (gunicorn's wsgi_app), used when the command line names none */
   wsgiApp: string | undefined;
   /** access log: undefined = none, `-` = stdout, else an absolute path */
@@ -515,6 +517,11 @@ export const SETTINGS: Setting[] = [
   ...['on_dirty_starting', 'dirty_post_fork', 'dirty_worker_init', 'dirty_worker_exit'].map((h) => ignored(h, undefined, 'hook', 'no dirty arbiters')),
   // --- prefork-otel's own
   { key: 'metricsWebConfig', file: 'metrics_web_config', long: 'metrics-web-config', meta: 'FILE', status: 'works', help: 'TLS and basic auth for the metrics endpoint: a Prometheus web config file (docs/configuration.md) [PROMETHEUS_WEB_CONFIG_FILE]', dflt: () => undefined, parse: (s, r) => resolve(str(s, r)) },
+  {
+    key: 'hostMetrics', file: 'host_metrics', long: 'host-metrics', flag: true, status: 'works', note: 'prefork-otel only',
+    help: 'serve OpenTelemetry\'s host metrics (system_*, process_*) from the master beside gunicorn_*; read at start, not on HUP [false, or PREFORK_OTEL_HOST_METRICS]',
+    dflt: () => false, parse: bool,
+  },
 ];
 
 /** gunicorn's default access log format */

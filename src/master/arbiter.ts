@@ -96,7 +96,8 @@ export class Arbiter implements ServerApi {
     this.numWorkers = cfg.workers;
     this.telemetry = new Telemetry(exporter, []);
     otelMetrics.setGlobalMeterProvider(this.telemetry.meterProvider);
-    startHostMetrics(this.telemetry.meterProvider); // PREFORK_OTEL_HOST_METRICS=true: the master is the one process of the host
+    // --host-metrics or PREFORK_OTEL_HOST_METRICS=true: the master is the one process of the host
+    startHostMetrics(this.telemetry.meterProvider, { on: cfg.hostMetrics });
     this.hub = new ScrapeHub(hubOptions(exporter));
     this.hooks = new HookRunner(cfg.hooks, log);
   }
