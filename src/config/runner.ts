@@ -829,20 +829,11 @@ export function settingsTable(): Array<{ file: string; flags: string[]; status: 
  * limits, privileges. The runner's entry point puts it in the environment (SERVE_ENV) before the
  * master forks; workers/app.ts reads it (threads inherit it too).
  */
-export interface ServeSettings {
-  accessLog: string | undefined;
-  accessLogFormat: string;
-  forwardedAllowIps: string[];
-  secureSchemeHeaders: Record<string, string>;
+export interface ServeSettings extends Pick<RunnerSettings,
+  'accessLog' | 'accessLogFormat' | 'forwardedAllowIps' | 'secureSchemeHeaders' | 'limitRequestLine' | 'limitRequestFields'
+  | 'limitRequestFieldSize' | 'user' | 'group' | 'userName' | 'initgroups' | 'umask'> {
+  /** --certfile and --keyfile both given: HTTPS */
   tls: { certfile: string; keyfile: string; caCerts: string | undefined; certReqs: number; ciphers: string | undefined } | undefined;
-  limitRequestLine: number;
-  limitRequestFields: number;
-  limitRequestFieldSize: number;
-  user: number | undefined;
-  group: number | undefined;
-  userName: string | undefined;
-  initgroups: boolean;
-  umask: number | undefined;
   /** the ports of the TCP --bind addresses: a listen() asking for one of them is the app's (workers/app.ts) */
   bindPorts: number[];
 }
