@@ -67,4 +67,17 @@ describe('an app with a side server of its own', () => {
     expect(await (await fetch(runner.url('/a'))).text()).toBe(`app ${pid} /a`);
     expect(total(await runner.scrape(), 'gunicorn_worker_requests_total')).toBe(1);
   });
+
+  it('--preload -w 1: the master loads the app but binds none of its servers; the worker\'s side server gets the fixed port', async () => {
+    const adminPort = await freePort();
+    runner = await startRunner(['--preload', '-w', '1', APP], { workers: 1, env: { ADMIN_PORT: String(adminPort), APP_PORT: String(await freePort()) } });
+    const [pid] = await runner.running();
+    expect(pid).not.toBe(String(runner.proc.child.pid));
+    await waitFor(() => runner!.proc.stdout.includes(`admin listening on ${adminPort} pid ${pid}\n`), 10_000, 'the worker\'s side server listening');
+    expect(await (await fetch(`http://127.0.0.1:${adminPort}/`)).text()).toBe(`admin ${pid}`);
+    expect(await (await fetch(runner.url('/p'))).text()).toBe(`app ${pid} /p`);
+    // the master's load listened on nothing: exactly one side server line, the worker's; no restart
+    expect(runner.proc.stdout.match(/^admin listening on /gm)).toHaveLength(1);
+    expect(total(await runner.scrape(), 'gunicorn_master_worker_restarts_total')).toBe(0);
+  });
 });

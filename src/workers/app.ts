@@ -49,7 +49,8 @@ class ListenInterceptor {
   server: net.Server | undefined;
   private held: Held[] = [];
   private waiters: Array<(s: net.Server) => void> = [];
-  constructor(private readonly bindPorts: readonly number[]) {}
+  /** `listenOthers`: perform the other held listen() calls (in a worker; not in the master's --preload / --check-config) */
+  constructor(private readonly bindPorts: readonly number[], private readonly listenOthers: boolean) {}
 
   install(): void {
     const self = this;
@@ -74,7 +75,7 @@ class ListenInterceptor {
     const cb = [...app.args].reverse().find((a) => typeof a === 'function') as (() => void) | undefined;
     if (cb) app.server.once('listening', cb);
     for (const h of held) {
-      if (h === app) continue;
+      if (h === app || !this.listenOthers) continue;
       ownServers.add(h.server); // not the worker's traffic: not counted, no pre/post_request, no --max-requests
       LISTEN.apply(h.server, h.args as never);
     }
@@ -145,17 +146,18 @@ function pickExport(ns: Record<string, unknown>, spec: AppSpec): unknown {
  * Import the APP (CommonJS or ES module) and return the server to run. An exception thrown by the
  * app's own code propagates (its stack is the app's bug report); what we cannot use is a one-line
  * ConfigError with exit code APP_LOAD_ERROR. A script that calls listen() later (after an await)
- * is waited for up to `waitMs`.
+ * is waited for up to `waitMs`. `listenSideServers: false` (the master's --preload, --check-config):
+ * the app's other servers are not bound either (they would hold the ports the workers' copies need).
  */
-export async function loadApp(spec: AppSpec, waitMs: number): Promise<net.Server> {
-  const server = await importApp(spec, waitMs);
+export async function loadApp(spec: AppSpec, waitMs: number, opts: { listenSideServers?: boolean } = {}): Promise<net.Server> {
+  const server = await importApp(spec, waitMs, opts.listenSideServers ?? true);
   const serve = serveSettings();
   if (serve) applyServeSettings(server, serve);
   return server;
 }
 
-async function importApp(spec: AppSpec, waitMs: number): Promise<net.Server> {
-  const interceptor = new ListenInterceptor(serveSettings()?.bindPorts ?? []);
+async function importApp(spec: AppSpec, waitMs: number, listenSideServers: boolean): Promise<net.Server> {
+  const interceptor = new ListenInterceptor(serveSettings()?.bindPorts ?? [], listenSideServers);
   interceptor.install();
   let ns: Record<string, unknown>;
   try {
