@@ -68,6 +68,30 @@ describe('an app with a side server of its own', () => {
     expect(total(await runner.scrape(), 'gunicorn_worker_requests_total')).toBe(1);
   });
 
+  it('-w 2, @opentelemetry/exporter-prometheus started by the app on a fixed port: the app is served, one worker\'s exporter gets the port, the other\'s fails (handled by the exporter), no restarts', async () => {
+    const promPort = await freePort();
+    runner = await startRunner(['-w', '2', join(FIXTURES, 'runner-otel-prometheus.cjs')], { workers: 2, env: { OTEL_PROM_PORT: String(promPort), APP_PORT: String(await freePort()) } });
+    const pids = await runner.running();
+    const out = await waitFor(() => (runner!.proc.stdout.match(/^exporter (listening|failed)/gm)?.length === 2 ? runner!.proc.stdout : undefined), 10_000, 'both exporters tried');
+    const owner = /^exporter listening pid (\d+)$/m.exec(out)?.[1];
+    expect(out.match(/^exporter listening pid /gm)).toHaveLength(1);
+    expect(out.match(/^exporter failed EADDRINUSE pid \d+$/gm)).toHaveLength(1);
+    expect(pids).toContain(owner);
+    // the runner's bind serves the app; count what the owner of the exporter's port served
+    const bodies: string[] = [];
+    for (let i = 0; i < 12; i++) bodies.push(await (await fetch(runner.url(`/r${i}`), { headers: { connection: 'close' } })).text());
+    for (const b of bodies) expect(b).toMatch(/^app \d+$/);
+    const byOwner = bodies.filter((b) => b === `app ${owner}`).length;
+    const prom = await (await fetch(`http://127.0.0.1:${promPort}/metrics`)).text();
+    // (no series at all while that worker served none)
+    expect(Number(/^app_hits_total(?:\{[^}]*\})? (\d+)/m.exec(prom)?.[1] ?? 0)).toBe(byOwner);
+    // the exporter's scrape is not the worker's traffic; nobody restarted
+    const s = await runner.scrape();
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(12);
+    expect(total(s, 'gunicorn_master_worker_restarts_total')).toBe(0);
+    expect(await runner.running()).toEqual(pids);
+  });
+
   it('--preload -w 1: the master loads the app but binds none of its servers; the worker\'s side server gets the fixed port', async () => {
     const adminPort = await freePort();
     runner = await startRunner(['--preload', '-w', '1', APP], { workers: 1, env: { ADMIN_PORT: String(adminPort), APP_PORT: String(await freePort()) } });
