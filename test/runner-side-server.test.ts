@@ -58,6 +58,22 @@ describe('an app with a side server of its own', () => {
     expect(total(s, 'gunicorn_master_worker_restarts_total')).toBe(0);
   });
 
+  it.each([
+    ['and does not listen for it: the export is served', { APP_LISTEN: '0' }],
+    ['and listens for it last: the server serving the export is the app\'s', { ADMIN_LAST: '1' }],
+  ])('-w 2, a module that exports its app %s; the side server binds per worker', async (_what, env) => {
+    const own = await freePort();
+    runner = await startRunner(['-w', '2', APP], { workers: 2, env: { ADMIN_PORT: '0', APP_PORT: String(own), EXPORT: '1', ...env } });
+    expect(await load(runner.url('/e'), 8, 2)).toEqual(Array(8).fill(200));
+    expect(await (await fetch(runner.url('/e'))).text()).toMatch(/^app \d+ \/e$/);
+    await expect(fetch(`http://127.0.0.1:${own}/`)).rejects.toThrow();
+    const admins = await waitFor(() => { const m = adminPorts(runner!.proc.stdout); return m.size === 2 ? m : undefined; }, 10_000, 'two side servers');
+    for (const [pid, p] of admins) expect(await (await fetch(`http://127.0.0.1:${p}/`)).text()).toBe(`admin ${pid}`);
+    const s = await runner.scrape();
+    expect(total(s, 'gunicorn_worker_requests_total')).toBe(9);
+    expect(total(s, 'gunicorn_master_worker_restarts_total')).toBe(0);
+  });
+
   it('-w 1: a side server on a fixed port answers there', async () => {
     const adminPort = await freePort();
     runner = await startRunner(['-w', '1', APP], { workers: 1, env: { ADMIN_PORT: String(adminPort), APP_PORT: String(await freePort()) } });

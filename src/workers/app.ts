@@ -37,7 +37,8 @@ interface Held { server: net.Server; args: unknown[]; port: number | undefined }
 /**
  * While the app loads, every listen() called on an http(s).Server is held, not performed. When the
  * module has loaded, one of them is the app's server (pick()): the one that asked for a port of the
- * runner's --bind, else the last one. It is handed to the runner, which listens on its own --bind
+ * runner's --bind; else, for a module exporting its app, the one serving that export (or none: the
+ * export is served); else the last one. It is handed to the runner, which listens on its own --bind
  * sockets instead ("the runner's bind wins"), and its listen callback runs on the runner's
  * 'listening'. Every other held listen() is then performed as the app asked (an OpenTelemetry
  * Prometheus exporter, an admin server), so it binds its own port in each worker; its requests are
@@ -64,21 +65,27 @@ class ListenInterceptor {
     } as typeof LISTEN;
   }
 
-  /** choose the app's server among the held listen() calls; perform the others; stop intercepting */
-  pick(): net.Server | undefined {
+  /**
+   * Choose the app's server among the held listen() calls; perform the others; stop intercepting.
+   * `servesExport` (the module exports an app it can be told by): the app's server is the held one
+   * that serves it, else none (every held one is a side server and the export is served).
+   */
+  pick(servesExport?: (s: net.Server) => boolean): net.Server | undefined {
     if (this.server !== undefined || this.held.length === 0) return this.server;
     this.restore();
     const held = this.held;
     this.held = [];
-    const app = held.find((h) => h.port !== undefined && this.bindPorts.includes(h.port)) ?? held[held.length - 1]!;
-    this.server = app.server;
-    const cb = [...app.args].reverse().find((a) => typeof a === 'function') as (() => void) | undefined;
-    if (cb) app.server.once('listening', cb);
+    const app = held.find((h) => h.port !== undefined && this.bindPorts.includes(h.port))
+      ?? (servesExport ? held.find((h) => servesExport(h.server)) : held[held.length - 1]);
     for (const h of held) {
       if (h === app || !this.listenOthers) continue;
       ownServers.add(h.server); // not the worker's traffic: not counted, no pre/post_request, no --max-requests
       LISTEN.apply(h.server, h.args as never);
     }
+    if (app === undefined) return undefined;
+    this.server = app.server;
+    const cb = [...app.args].reverse().find((a) => typeof a === 'function') as (() => void) | undefined;
+    if (cb) app.server.once('listening', cb);
     for (const w of this.waiters) w(app.server);
     return app.server;
   }
@@ -104,6 +111,20 @@ function isFastify(x: Any): boolean {
 
 function isKoa(x: Any): boolean {
   return typeof x.callback === 'function' && typeof x.use === 'function' && typeof x.listen === 'function' && x.server === undefined;
+}
+
+/**
+ * For an export that is itself the app (an http.Server, a Fastify instance, a request listener such
+ * as an Express app): whether a server serves it. Undefined for what cannot be told that way (a Koa
+ * app, whose listen() wraps a fresh callback; a factory): then the last held listen() is the app's.
+ */
+function exportMatcher(x: unknown): ((s: net.Server) => boolean) | undefined {
+  if (x instanceof net.Server) return (s) => s === x;
+  if (!x || (typeof x !== 'object' && typeof x !== 'function')) return undefined;
+  const v = x as Any;
+  if (isFastify(v)) return (s) => s === v.server;
+  if (typeof v === 'function' && v.length >= 2 && !isKoa(v)) return (s) => s.listeners('request').includes(v);
+  return undefined;
 }
 
 /** An exported value → the server to run. */
@@ -168,7 +189,7 @@ async function importApp(spec: AppSpec, waitMs: number, listenSideServers: boole
   }
   try {
     const picked = pickExport(ns, spec);
-    const listened = interceptor.pick();
+    const listened = interceptor.pick(exportMatcher(picked));
     if (spec.exportName === undefined && listened) return listened;
     if (picked !== undefined) return await toServer(spec, picked, spec.call);
     const late = await interceptor.wait(waitMs);
