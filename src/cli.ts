@@ -25,7 +25,7 @@ function version(): string {
 async function checkApp(config: Awaited<ReturnType<typeof loadRunnerConfig>> & { kind: 'run' }): Promise<never> {
   const { loadApp } = await import('./workers/app');
   try {
-    await loadApp(config.config.app, Math.max(1, Math.min(config.config.timeout, 10)) * 1000);
+    await loadApp(config.config.app, Math.max(1, Math.min(config.config.timeout, 10)) * 1000, { listenSideServers: false });
   } catch (e) {
     if (e instanceof ConfigError) throw e;
     process.stderr.write(`prefork-otel: APP ${config.config.app.raw} failed to load:\n${(e as Error)?.stack ?? e}\n`);
@@ -42,7 +42,7 @@ async function checkApp(config: Awaited<ReturnType<typeof loadRunnerConfig>> & {
 async function preload(config: RunnerConfig, log: RunnerLog): Promise<void> {
   const { loadApp } = await import('./workers/app');
   try {
-    await loadApp(config.app, Math.max(1, Math.min(config.timeout, 10)) * 1000);
+    await loadApp(config.app, Math.max(1, Math.min(config.timeout, 10)) * 1000, { listenSideServers: false });
   } catch (e) {
     if (e instanceof ConfigError) throw e;
     log.error(`Exception while loading the application (--preload)\n${(e as Error)?.stack ?? e}`);

@@ -5,7 +5,7 @@
  * Prometheus names OTel's exporter writes; never in the workers' snapshots or the multiproc files.
  * Off by default: absent.
  */
-import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -54,6 +54,29 @@ describe('the runner\'s master', () => {
       else expectNoHost(text);
       await r.stop();
     }
+  });
+});
+
+describe('the runner\'s --host-metrics flag', () => {
+  it('as PREFORK_OTEL_HOST_METRICS=true: the host families once, from the master', async () => {
+    const r = await startRunner(['--host-metrics', '-w', '1', join(FIXTURES, 'runner-http.cjs')], { workers: 1, env: { PREFORK_OTEL_HOST_METRICS: '' } });
+    procs.push(r.proc);
+    await fetch(r.url('/')).then((x) => x.text());
+    const text = await waitFor(async () => { const t = await scrapeText(r.metricsPort); return t.includes('gunicorn_worker_requests_total') ? t : undefined; }, 15_000, 'a request counted');
+    expectHostOnce(text, [...SYSTEM, ...PROCESS]);
+    await r.stop();
+  });
+
+  it('host_metrics: true in a config file: the same', async () => {
+    const dir = tmpDir();
+    const file = join(dir, 'conf.json');
+    writeFileSync(file, JSON.stringify({ host_metrics: true }));
+    const r = await startRunner(['-c', file, '-w', '1', join(FIXTURES, 'runner-http.cjs')], { workers: 1, env: { PREFORK_OTEL_HOST_METRICS: '' } });
+    procs.push(r.proc);
+    await fetch(r.url('/')).then((x) => x.text());
+    const text = await waitFor(async () => { const t = await scrapeText(r.metricsPort); return t.includes('gunicorn_worker_requests_total') ? t : undefined; }, 15_000, 'a request counted');
+    expectHostOnce(text, [...SYSTEM, ...PROCESS]);
+    await r.stop();
   });
 });
 

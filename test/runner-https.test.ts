@@ -80,6 +80,25 @@ describe('HTTPS: --certfile / --keyfile / --ca-certs / --cert-reqs / --ciphers',
     expect(s.filter((x) => x.name === 'gunicorn_worker_requests_total').reduce((a, x) => a + x.value, 0)).toBe(6);
   }, 60_000);
 
+  it('the master\'s `Listening at:` line says https:// for a TLS bind, as Debian\'s gunicorn 20.1 prints it (one line, comma-separated, unix: as is)', async () => {
+    const dir = tmpDir();
+    const c = makeCerts(dir);
+    const ours = join(dir, 'ours.sock');
+    runner = await startRunner(['--certfile', c.cert, '--keyfile', c.key, '-b', `unix:${ours}`, APP], { workers: 1 });
+    const ourLine = /Listening at: (.*) \((\d+)\)$/m.exec(runner.proc.stderr);
+    expect(ourLine?.[1]).toBe(`https://127.0.0.1:${runner.port},unix:${ours}`);
+    expect(ourLine?.[2]).toBe(String(runner.proc.child.pid));
+    // real gunicorn, the same kind of binds and the same certificate
+    const port = await freePort();
+    const theirs = join(dir, 'theirs.sock');
+    writeFileSync(join(dir, 'wapp.py'), 'def app(environ, start_response):\n    start_response("200 OK", [])\n    return [b"ok"]\n');
+    gunicorn = spawn('/usr/bin/python3', ['-m', 'gunicorn', '--certfile', c.cert, '--keyfile', c.key, '-b', `127.0.0.1:${port}`, '-b', `unix:${theirs}`, 'wapp:app'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    gunicorn.stderr!.on('data', (d) => { err += d; });
+    const theirLine = await waitFor(() => /Listening at: (.*) \((\d+)\)$/m.exec(err) ?? undefined, 15_000, 'gunicorn\'s Listening line');
+    expect(theirLine[1]).toBe(`https://127.0.0.1:${port},unix:${theirs}`);
+  }, 60_000);
+
   it('--cert-reqs 2 --ca-certs: a client without a certificate is refused, one with a certificate the CA signed is served', async () => {
     const dir = tmpDir();
     const c = makeCerts(dir);

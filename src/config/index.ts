@@ -1,4 +1,3 @@
-import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import { invalid } from './errors';
 import { loadOtelEnv, type OtelEnv } from './otel';
 import { METRICS_MAX_CONNECTIONS, type WebSources } from './web';
@@ -115,19 +114,3 @@ export function loadConfig(env: Env = process.env, overrides: Partial<ExporterCo
   };
   return cfg;
 }
-
-/**
- * Make sure the multiprocess directory exists and is writable; a ConfigError otherwise.
- * Kept apart from loadConfig because it touches the file system.
- */
-export function ensureWritableDir(source: string, dir: string): string {
-  try {
-    mkdirSync(dir, { recursive: true });
-    if (!statSync(dir).isDirectory()) throw new Error('not a directory');
-    accessSync(dir, constants.W_OK | constants.R_OK);
-  } catch (e) {
-    throw invalid(source, dir, `expected a writable directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  return dir;
-}
-

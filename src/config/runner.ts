@@ -80,6 +80,8 @@ export interface RunnerSettings {
   chdir: string | undefined;
   /** the metrics endpoint's web config (exporter-toolkit YAML: TLS, basic auth); over PROMETHEUS_WEB_CONFIG_FILE */
   metricsWebConfig: string | undefined;
+  /** OpenTelemetry's host metrics from the master (as PREFORK_OTEL_HOST_METRICS=true); read at start */
+  hostMetrics: boolean;
   /** the APP from the config file (gunicorn's wsgi_app), used when the command line names none */
   wsgiApp: string | undefined;
   /** access log: undefined = none, `-` = stdout, else an absolute path */
@@ -540,6 +542,11 @@ export const SETTINGS: Setting[] = [
   ...['on_dirty_starting', 'dirty_post_fork', 'dirty_worker_init', 'dirty_worker_exit'].map((h) => ignored(h, undefined, 'hook', 'no dirty arbiters')),
   // --- prefork-otel's own
   { key: 'metricsWebConfig', file: 'metrics_web_config', long: 'metrics-web-config', meta: 'FILE', status: 'works', help: 'TLS and basic auth for the metrics endpoint: a Prometheus web config file (docs/configuration.md) [PROMETHEUS_WEB_CONFIG_FILE]', dflt: () => undefined, parse: (s, r) => resolve(str(s, r)) },
+  {
+    key: 'hostMetrics', file: 'host_metrics', long: 'host-metrics', flag: true, status: 'works', note: 'prefork-otel only',
+    help: 'serve OpenTelemetry\'s host metrics (system_*, process_*) from the master beside gunicorn_*; read at start, not on HUP [false, or PREFORK_OTEL_HOST_METRICS]',
+    dflt: () => false, parse: bool,
+  },
 ];
 
 /** gunicorn's default access log format */
@@ -853,12 +860,14 @@ export function settingsTable(): Array<{ file: string; flags: string[]; status: 
  * limits, privileges. The runner's entry point puts it in the environment (SERVE_ENV) before the
  * master forks; workers/app.ts reads it (threads inherit it too).
  */
-/** what a worker needs of the settings to serve (the runner hands it over in SERVE_ENV): these, as the master resolved them */
-export type ServeSettings = Pick<RunnerSettings, 'accessLog' | 'accessLogFormat' | 'forwardedAllowIps' | 'secureSchemeHeaders'
-  | 'limitRequestLine' | 'limitRequestFields' | 'limitRequestFieldSize' | 'user' | 'group' | 'userName' | 'initgroups' | 'umask'
-  | 'proxyProtocol' | 'proxyAllowIps'> & {
+export interface ServeSettings extends Pick<RunnerSettings,
+  'accessLog' | 'accessLogFormat' | 'forwardedAllowIps' | 'secureSchemeHeaders' | 'limitRequestLine' | 'limitRequestFields'
+  | 'limitRequestFieldSize' | 'user' | 'group' | 'userName' | 'initgroups' | 'umask' | 'proxyProtocol' | 'proxyAllowIps'> {
+  /** --certfile and --keyfile both given: HTTPS */
   tls: { certfile: string; keyfile: string; caCerts: string | undefined; certReqs: number; ciphers: string | undefined } | undefined;
-};
+  /** the ports of the TCP --bind addresses: a listen() asking for one of them is the app's (workers/app.ts) */
+  bindPorts: number[];
+}
 export const SERVE_ENV = 'PREFORK_OTEL_SERVE';
 
 export function serveSettings(c: RunnerSettings): ServeSettings {
@@ -869,5 +878,6 @@ export function serveSettings(c: RunnerSettings): ServeSettings {
     // --user without --group: the user's primary group (gunicorn would keep the master's, often root's)
     user: c.user, group: c.group ?? (c.user !== undefined ? c.userGid : undefined), userName: c.userName, initgroups: c.initgroups, umask: c.umask,
     proxyProtocol: c.proxyProtocol, proxyAllowIps: c.proxyAllowIps,
+    bindPorts: c.bind.flatMap((b) => (b.kind === 'tcp' ? [b.port] : [])),
   };
 }

@@ -5,7 +5,7 @@
  * process that serves the PROMETHEUS_MULTIPROC_DIR endpoint (`prefork-otel exporter`, or the app
  * process that bound the port). Workers never export them (N copies of one host would be summed).
  *
- * Off by default; `PREFORK_OTEL_HOST_METRICS=true` turns them on. The package is loaded lazily, only
+ * Off by default; `PREFORK_OTEL_HOST_METRICS=true` (or the runner's `--host-metrics`) turns them on. The package is loaded lazily, only
  * then (it is an optional peer: a process without the variable never loads it). Prometheus names are
  * those OTel's exporter writes (our serializer is byte-equal to it): `system_cpu_time_total`,
  * `system_memory_usage`, `process_cpu_time_total`, … (docs/cluster.md, "Host metrics").
@@ -30,12 +30,12 @@ interface HostMetricsModule {
   HostMetrics: new (config: { meterProvider: ApiMeterProvider; name?: string; metricGroups?: string[] }) => { start(): void };
 }
 
-function load(): HostMetricsModule {
+function load(source: string): HostMetricsModule {
   try {
     return require(PACKAGE) as HostMetricsModule;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
-    throw invalid(HOST_METRICS_ENV, 'true', `needs the package ${PACKAGE} (npm install ${PACKAGE}), which is not installed`);
+    throw invalid(source, 'true', `needs the package ${PACKAGE} (npm install ${PACKAGE}), which is not installed`);
   }
 }
 
@@ -43,13 +43,14 @@ function load(): HostMetricsModule {
 const SYSTEM_GROUPS = ['system.cpu', 'system.memory', 'system.network'];
 
 /**
- * Start the host metrics on `meterProvider` if PREFORK_OTEL_HOST_METRICS is true (once per process);
- * `systemOnly`: only the host-wide system.* groups. Returns whether they run.
+ * Start the host metrics on `meterProvider` if PREFORK_OTEL_HOST_METRICS is true or `on` (the
+ * runner's --host-metrics), once per process; `systemOnly`: only the host-wide system.* groups.
+ * Returns whether they run.
  */
-export function startHostMetrics(meterProvider: ApiMeterProvider, opts: { systemOnly?: boolean; env?: Record<string, string | undefined> } = {}): boolean {
-  if (!hostMetricsRequested(opts.env)) return false;
+export function startHostMetrics(meterProvider: ApiMeterProvider, opts: { systemOnly?: boolean; on?: boolean; env?: Record<string, string | undefined> } = {}): boolean {
+  if (!hostMetricsRequested(opts.env) && opts.on !== true) return false;
   if (started) return true;
-  const { HostMetrics } = load();
+  const { HostMetrics } = load(hostMetricsRequested(opts.env) ? HOST_METRICS_ENV : '--host-metrics');
   new HostMetrics({ meterProvider, name: HOST_METRICS_SCOPE, ...(opts.systemOnly ? { metricGroups: SYSTEM_GROUPS } : {}) }).start();
   started = true;
   return true;

@@ -57,7 +57,10 @@ export const GZIP_LEVEL = 1;
 const https = () => require('node:https') as typeof import('node:https');
 const zlib = () => require('node:zlib') as typeof import('node:zlib');
 
-/** Servers of ours: the request observer ignores their requests (a scrape is not app traffic). */
+/**
+ * Servers of ours, and a runner app's side servers (workers/app.ts): the request observer ignores
+ * their requests (a scrape is not app traffic).
+ */
 export const ownServers = new WeakSet<object>();
 
 const REALM = 'Basic realm="prefork-otel metrics", charset="UTF-8"';

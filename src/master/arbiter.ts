@@ -14,7 +14,7 @@ import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { metrics as otelMetrics } from '@opentelemetry/api';
 import { ConfigError, type ExporterConfig } from '../config';
-import { loadRunnerConfig, WORKER_CLASS_NAMES, type RunnerConfig } from '../config/runner';
+import { loadRunnerConfig, serveSettings, WORKER_CLASS_NAMES, type RunnerConfig } from '../config/runner';
 import { hubOptions, ScrapeHub, workerExitLine } from '../export/hub';
 import { startMetricsServer, type MetricsServer } from '../export/server';
 import { startHostMetrics } from '../export/host-metrics';
@@ -29,7 +29,7 @@ import {
 import { jitteredMaxRequests } from '../workers/loop';
 import { abortsOnUncaughtException, OomKillCounter, restartReason } from './exit-reason';
 import { Pidfile } from './pidfile';
-import { bindAll, bindOne, closeAll, type Listener } from './sockets';
+import { bindAll, bindOne, closeAll, listeningAt, type Listener } from './sockets';
 import { WorkerProcess, type LeaveReason } from './worker-process';
 
 const WORKER_ENTRY = join(__dirname, '..', 'workers', 'entry.js');
@@ -96,7 +96,8 @@ export class Arbiter implements ServerApi {
     this.numWorkers = cfg.workers;
     this.telemetry = new Telemetry(exporter, []);
     otelMetrics.setGlobalMeterProvider(this.telemetry.meterProvider);
-    startHostMetrics(this.telemetry.meterProvider); // PREFORK_OTEL_HOST_METRICS=true: the master is the one process of the host
+    // --host-metrics or PREFORK_OTEL_HOST_METRICS=true: the master is the one process of the host
+    startHostMetrics(this.telemetry.meterProvider, { on: cfg.hostMetrics });
     this.hub = new ScrapeHub(hubOptions(exporter));
     this.hooks = new HookRunner(cfg.hooks, log);
   }
@@ -136,7 +137,7 @@ export class Arbiter implements ServerApi {
     await this.startMetricsEndpoint();
     this.started = true;
     this.log.info(`Starting prefork-otel ${this.version}`);
-    for (const l of this.listeners) this.log.info(`Listening at: ${l.url} (${this.pid})`);
+    this.log.info(`Listening at: ${listeningAt(this.listeners, serveSettings(this.cfg).tls !== undefined)} (${this.pid})`);
     this.log.info(`Using worker: ${this.cfg.workerClass} (${WORKER_CLASS_NAMES[this.cfg.workerClass]})`);
     if (this.metricsServer) this.log.info(`Metrics at: ${this.metricsServer.scheme}://${this.exporter.bindAddress}:${this.metricsServer.port}${this.exporter.metricsPath}`);
     else if (!this.exporter.exporters.includes('prometheus')) this.log.info(`M${exporterSummary(this.exporter).slice(1)}`); // never off silently

@@ -90,6 +90,15 @@ export async function bindOne(bind: Bind): Promise<Listener> {
   return { bind: { ...bind, port }, handle: h, url: `http://${family === 6 ? `[${address}]` : address}:${port}` };
 }
 
+/**
+ * gunicorn's `Listening at:` addresses: every listener on one line, comma-separated; a TCP one is
+ * `https://…` when the workers serve TLS (--certfile and --keyfile), as gunicorn's TCPSocket prints
+ * (gunicorn 20.1 prints `http://[::1]:…` for an IPv6 one even then; we print `https://`).
+ */
+export function listeningAt(listeners: readonly Listener[], tls: boolean): string {
+  return listeners.map((l) => (tls && l.bind.kind === 'tcp' ? l.url.replace(/^http:/, 'https:') : l.url)).join(',');
+}
+
 /** How gunicorn names an address in its log: `('127.0.0.1', 8000)`, or a unix socket's path. */
 export function gunicornAddress(bind: Bind): string {
   if (bind.kind === 'tcp') return `('${bind.host}', ${bind.port})`;

@@ -13,6 +13,7 @@ import { pathToFileURL } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from '../config';
 import { dynamicImport, SERVE_ENV, type AppSpec, type ServeSettings } from '../config/runner';
+import { ownServers } from '../export/server';
 import { AccessLog } from '../hooks/access-log';
 import { APP_LOAD_ERROR, WORKER_BOOT_ERROR } from './protocol';
 import { carryProxyPeer, serveProxyProtocol } from './proxy-protocol';
@@ -24,28 +25,70 @@ export function appError(spec: AppSpec, what: string): ConfigError {
 
 const LISTEN = net.Server.prototype.listen;
 
+/** the port a listen() call asks for (listen(port, …), listen({ port }), listen('8000')), else undefined */
+function askedPort(args: unknown[]): number | undefined {
+  const a = args[0];
+  const p = a !== null && typeof a === 'object' ? (a as { port?: unknown }).port : a;
+  const n = typeof p === 'number' ? p : typeof p === 'string' && /^\d+$/.test(p) ? Number(p) : NaN;
+  return Number.isInteger(n) && n > 0 ? n : undefined;
+}
+
+interface Held { server: net.Server; args: unknown[]; port: number | undefined }
+
 /**
- * While the app loads, the first listen() called on an http(s).Server is not performed: the server
- * is handed to the runner, which listens on its own --bind sockets instead (so "the runner's bind
- * wins"), and the app's listen callback runs on the runner's 'listening'. Later listen() calls (and
- * any on non-HTTP servers) are left alone.
+ * While the app loads, every listen() called on an http(s).Server is held, not performed. When the
+ * module has loaded, one of them is the app's server (pick()): the one that asked for a port of the
+ * runner's --bind; else, for a module exporting its app, the one serving that export (or none: the
+ * export is served); else the last one. It is handed to the runner, which listens on its own --bind
+ * sockets instead ("the runner's bind wins"), and its listen callback runs on the runner's
+ * 'listening'. Every other held listen() is then performed as the app asked (an OpenTelemetry
+ * Prometheus exporter, an admin server), so it binds its own port in each worker; its requests are
+ * not the worker's (not counted, no hooks, no --max-requests). With none held,
+ * the first listen() that comes later (after an await) is the app's. listen() on non-HTTP servers is
+ * never held.
  */
 class ListenInterceptor {
   server: net.Server | undefined;
+  private held: Held[] = [];
   private waiters: Array<(s: net.Server) => void> = [];
+  /** `listenOthers`: perform the other held listen() calls (in a worker; not in the master's --preload / --check-config) */
+  constructor(private readonly bindPorts: readonly number[], private readonly listenOthers: boolean) {}
+
   install(): void {
     const self = this;
     net.Server.prototype.listen = function patchedListen(this: net.Server, ...args: unknown[]) {
       if (self.server === undefined && (this instanceof http.Server || this instanceof https.Server)) {
-        self.restore();
-        self.server = this;
-        const cb = [...args].reverse().find((a) => typeof a === 'function') as (() => void) | undefined;
-        if (cb) this.once('listening', cb);
-        for (const w of self.waiters) w(this);
+        self.held.push({ server: this, args, port: askedPort(args) });
+        if (self.waiters.length > 0) self.pick();
         return this;
       }
       return LISTEN.apply(this, args as never);
     } as typeof LISTEN;
+  }
+
+  /**
+   * Choose the app's server among the held listen() calls; perform the others; stop intercepting.
+   * `servesExport` (the module exports an app it can be told by): the app's server is the held one
+   * that serves it, else none (every held one is a side server and the export is served).
+   */
+  pick(servesExport?: (s: net.Server) => boolean): net.Server | undefined {
+    if (this.server !== undefined || this.held.length === 0) return this.server;
+    this.restore();
+    const held = this.held;
+    this.held = [];
+    const app = held.find((h) => h.port !== undefined && this.bindPorts.includes(h.port))
+      ?? (servesExport ? held.find((h) => servesExport(h.server)) : held[held.length - 1]);
+    for (const h of held) {
+      if (h === app || !this.listenOthers) continue;
+      ownServers.add(h.server); // not the worker's traffic: not counted, no pre/post_request, no --max-requests
+      LISTEN.apply(h.server, h.args as never);
+    }
+    if (app === undefined) return undefined;
+    this.server = app.server;
+    const cb = [...app.args].reverse().find((a) => typeof a === 'function') as (() => void) | undefined;
+    if (cb) app.server.once('listening', cb);
+    for (const w of this.waiters) w(app.server);
+    return app.server;
   }
 
   restore(): void {
@@ -69,6 +112,20 @@ function isFastify(x: Any): boolean {
 
 function isKoa(x: Any): boolean {
   return typeof x.callback === 'function' && typeof x.use === 'function' && typeof x.listen === 'function' && x.server === undefined;
+}
+
+/**
+ * For an export that is itself the app (an http.Server, a Fastify instance, a request listener such
+ * as an Express app): whether a server serves it. Undefined for what cannot be told that way (a Koa
+ * app, whose listen() wraps a fresh callback; a factory): then the last held listen() is the app's.
+ */
+function exportMatcher(x: unknown): ((s: net.Server) => boolean) | undefined {
+  if (x instanceof net.Server) return (s) => s === x;
+  if (!x || (typeof x !== 'object' && typeof x !== 'function')) return undefined;
+  const v = x as Any;
+  if (isFastify(v)) return (s) => s === v.server;
+  if (typeof v === 'function' && v.length >= 2 && !isKoa(v)) return (s) => s.listeners('request').includes(v);
+  return undefined;
 }
 
 /** An exported value → the server to run. */
@@ -111,17 +168,18 @@ function pickExport(ns: Record<string, unknown>, spec: AppSpec): unknown {
  * Import the APP (CommonJS or ES module) and return the server to run. An exception thrown by the
  * app's own code propagates (its stack is the app's bug report); what we cannot use is a one-line
  * ConfigError with exit code APP_LOAD_ERROR. A script that calls listen() later (after an await)
- * is waited for up to `waitMs`.
+ * is waited for up to `waitMs`. `listenSideServers: false` (the master's --preload, --check-config):
+ * the app's other servers are not bound either (they would hold the ports the workers' copies need).
  */
-export async function loadApp(spec: AppSpec, waitMs: number): Promise<net.Server> {
-  const server = await importApp(spec, waitMs);
+export async function loadApp(spec: AppSpec, waitMs: number, opts: { listenSideServers?: boolean } = {}): Promise<net.Server> {
+  const server = await importApp(spec, waitMs, opts.listenSideServers ?? true);
   const serve = serveSettings();
   if (serve) applyServeSettings(server, serve);
   return server;
 }
 
-async function importApp(spec: AppSpec, waitMs: number): Promise<net.Server> {
-  const interceptor = new ListenInterceptor();
+async function importApp(spec: AppSpec, waitMs: number, listenSideServers: boolean): Promise<net.Server> {
+  const interceptor = new ListenInterceptor(serveSettings()?.bindPorts ?? [], listenSideServers);
   interceptor.install();
   let ns: Record<string, unknown>;
   try {
@@ -132,7 +190,8 @@ async function importApp(spec: AppSpec, waitMs: number): Promise<net.Server> {
   }
   try {
     const picked = pickExport(ns, spec);
-    if (spec.exportName === undefined && interceptor.server) return interceptor.server;
+    const listened = interceptor.pick(exportMatcher(picked));
+    if (spec.exportName === undefined && listened) return listened;
     if (picked !== undefined) return await toServer(spec, picked, spec.call);
     const late = await interceptor.wait(waitMs);
     if (late) return late;
