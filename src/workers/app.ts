@@ -6,13 +6,12 @@
  */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import https from 'node:https';
 import net from 'node:net';
-import tls from 'node:tls';
 import { pathToFileURL } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from '../config';
-import { dynamicImport, SERVE_ENV, type AppSpec, type ServeSettings } from '../config/runner';
+import { dynamicImport, SERVE_ENV } from '../config/boot';
+import type { AppSpec, ServeSettings } from '../config/runner';
 import { AccessLog } from '../hooks/access-log';
 import { APP_LOAD_ERROR, WORKER_BOOT_ERROR } from './protocol';
 
@@ -29,13 +28,21 @@ const LISTEN = net.Server.prototype.listen;
  * wins"), and the app's listen callback runs on the runner's 'listening'. Later listen() calls (and
  * any on non-HTTP servers) are left alone.
  */
+/**
+ * node:https (with node:tls, ≈ 1.2 MB of heap) is loaded only when a server that is not an
+ * http.Server listens: an HTTPS app has loaded it already; a plain HTTP app never does.
+ */
+function isHttpsServer(s: net.Server): boolean {
+  return s instanceof (require('node:https') as typeof import('node:https')).Server;
+}
+
 class ListenInterceptor {
   server: net.Server | undefined;
   private waiters: Array<(s: net.Server) => void> = [];
   install(): void {
     const self = this;
     net.Server.prototype.listen = function patchedListen(this: net.Server, ...args: unknown[]) {
-      if (self.server === undefined && (this instanceof http.Server || this instanceof https.Server)) {
+      if (self.server === undefined && (this instanceof http.Server || isHttpsServer(this))) {
         self.restore();
         self.server = this;
         const cb = [...args].reverse().find((a) => typeof a === 'function') as (() => void) | undefined;
@@ -183,7 +190,8 @@ export function applyServeSettings(server: net.Server, s: ServeSettings): void {
  * rejects clients without a certificate --ca-certs verifies; 1 asks for one and rejects only a bad one.
  */
 function serveTls(server: net.Server, t: NonNullable<ServeSettings['tls']>): void {
-  let context: tls.SecureContext;
+  const tls = require('node:tls') as typeof import('node:tls'); // only with --certfile (see isHttpsServer)
+  let context: import('node:tls').SecureContext;
   try {
     context = tls.createSecureContext({
       cert: readFileSync(t.certfile), key: readFileSync(t.keyfile),
