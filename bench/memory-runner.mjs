@@ -4,6 +4,7 @@
 //   runner (defaults)      prefork-otel -w 1 bench/apps/http.cjs (sync, --timeout 30: watchdog on)
 //   runner -k async        prefork-otel -w 1 -k async …
 //   runner --timeout 0     prefork-otel -w 1 -k async --timeout 0 (no watchdog)
+//   bare --max-semi-space-size=2   the young-generation cap the runner gives its workers, on the bare app
 // so that "added over bare" and the watchdog's own share can be read off. No forced GC in either
 // (the runner's worker is not started with --expose-gc): both are measured the same way.
 //
@@ -22,6 +23,8 @@ const VARIANTS = {
   bare: { label: 'bare node:http', args: (port) => [APPS.http], env: (port) => ({ PORT: String(port) }) },
   // sync closes every connection (as gunicorn's): its bare baseline gets the same load, one connection per request
   bareClose: { label: 'bare node:http, Connection: close', close: true, args: (port) => [APPS.http], env: (port) => ({ PORT: String(port) }) },
+  // the runner caps its workers' V8 semi-spaces at 2 MB (workers/protocol.ts WORKER_SEMI_SPACE_MB): the same flag on the bare app, for comparison
+  bareCloseSemi2: { label: 'bare, Connection: close, --max-semi-space-size=2', close: true, args: (port) => ['--max-semi-space-size=2', APPS.http], env: (port) => ({ PORT: String(port) }) },
   runnerDefaults: { label: 'runner -w 1 (defaults: sync, watchdog)', close: true, args: (port) => [CLI, '-w', '1', '-b', `127.0.0.1:${port}`, APPS.http] },
   runnerSyncNoWatchdog: { label: 'runner -w 1 --timeout 0 (sync, no watchdog)', close: true, args: (port) => [CLI, '-w', '1', '--timeout', '0', '-b', `127.0.0.1:${port}`, APPS.http] },
   runnerAsync: { label: 'runner -w 1 -k async (watchdog)', args: (port) => [CLI, '-w', '1', '-k', 'async', '-b', `127.0.0.1:${port}`, APPS.http] },

@@ -10,9 +10,12 @@ import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parse as shellParse } from 'shell-quote';
+import { dynamicImport, SERVE_ENV } from './boot';
 import { ConfigError, invalid } from './errors';
 import { parseBool, parseEnum, parseHost, parseInteger, parseNumber, parsePort } from './parse';
 import { HOOK_NAMES, type RawHooks } from './hooks';
+
+export { dynamicImport, SERVE_ENV };
 
 type Env = Record<string, string | undefined>;
 
@@ -689,8 +692,6 @@ export async function readConfigFile(file: string, cwd = process.cwd()): Promise
   return out;
 }
 
-/** `import()` that TypeScript's CommonJS output leaves alone, so ES-module apps and configs load. */
-export const dynamicImport = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<unknown>;
 
 function defaults(env: Env): RunnerSettings {
   const out = {} as Record<string, unknown>;
@@ -868,7 +869,6 @@ export interface ServeSettings extends Pick<RunnerSettings,
   /** the ports of the TCP --bind addresses: a listen() asking for one of them is the app's (workers/app.ts) */
   bindPorts: number[];
 }
-export const SERVE_ENV = 'PREFORK_OTEL_SERVE';
 
 export function serveSettings(c: RunnerSettings): ServeSettings {
   return {

@@ -25,6 +25,7 @@ import type { RestartReason } from '../metrics/contract';
 import type { RunnerLog } from '../util/logger';
 import {
   APP_LOAD_ERROR, BOOT_ENV, TAG, WORKER_BOOT_ERROR, beatPeriodMs, isTagged, murderGraceMs, type BeatMessage, type RelistenMessage, type RetireMessage, type WorkerBoot,
+  workerExecArgv,
 } from '../workers/protocol';
 import { jitteredMaxRequests } from '../workers/loop';
 import { abortsOnUncaughtException, OomKillCounter, restartReason } from './exit-reason';
@@ -574,10 +575,13 @@ export class Arbiter implements ServerApi {
       binds: this.listeners.length, copies: this.socketCopies(), beatMs: beatPeriodMs(c.timeout),
     };
     const toFile = this.log.file !== '-';
+    const env = { ...process.env, ...c.rawEnv };
     const child = fork(WORKER_ENTRY, [], {
       cwd: c.chdir ?? process.cwd(),
+      // V8's young generation capped (docs/runner.md "Memory"), unless the user set it
+      execArgv: workerExecArgv(process.execArgv, env.NODE_OPTIONS),
       // PREFORK_OTEL_ROLE: a preload inherited through execArgv / NODE_OPTIONS stays out of the way (src/register.ts)
-      env: { ...process.env, ...c.rawEnv, PREFORK_OTEL_ROLE: 'runner-worker', [BOOT_ENV]: JSON.stringify(boot) },
+      env: { ...env, PREFORK_OTEL_ROLE: 'runner-worker', [BOOT_ENV]: JSON.stringify(boot) },
       // stdout (an access log on "-") goes to the error log only with --capture-output, as gunicorn's
       stdio: toFile ? ['ignore', c.captureOutput ? 'pipe' : 'inherit', 'pipe', 'ipc'] : ['ignore', 'inherit', 'inherit', 'ipc'],
     });

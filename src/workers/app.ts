@@ -6,13 +6,12 @@
  */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import https from 'node:https';
 import net from 'node:net';
-import tls from 'node:tls';
 import { pathToFileURL } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from '../config';
-import { dynamicImport, SERVE_ENV, type AppSpec, type ServeSettings } from '../config/runner';
+import { dynamicImport, SERVE_ENV } from '../config/boot';
+import type { AppSpec, ServeSettings } from '../config/runner';
 import { ownServers } from '../export/server';
 import { AccessLog } from '../hooks/access-log';
 import { APP_LOAD_ERROR, WORKER_BOOT_ERROR } from './protocol';
@@ -47,6 +46,14 @@ interface Held { server: net.Server; args: unknown[]; port: number | undefined }
  * the first listen() that comes later (after an await) is the app's. listen() on non-HTTP servers is
  * never held.
  */
+/**
+ * node:https (with node:tls, ≈ 1.2 MB of heap) is loaded only when a server that is not an
+ * http.Server listens: an HTTPS app has loaded it already; a plain HTTP app never does.
+ */
+function isHttpsServer(s: net.Server): boolean {
+  return s instanceof (require('node:https') as typeof import('node:https')).Server;
+}
+
 class ListenInterceptor {
   server: net.Server | undefined;
   private held: Held[] = [];
@@ -57,7 +64,7 @@ class ListenInterceptor {
   install(): void {
     const self = this;
     net.Server.prototype.listen = function patchedListen(this: net.Server, ...args: unknown[]) {
-      if (self.server === undefined && (this instanceof http.Server || this instanceof https.Server)) {
+      if (self.server === undefined && (this instanceof http.Server || isHttpsServer(this))) {
         self.held.push({ server: this, args, port: askedPort(args) });
         if (self.waiters.length > 0) self.pick();
         return this;
@@ -245,7 +252,8 @@ export function applyServeSettings(server: net.Server, s: ServeSettings): void {
  * rejects clients without a certificate --ca-certs verifies; 1 asks for one and rejects only a bad one.
  */
 function serveTls(server: net.Server, t: NonNullable<ServeSettings['tls']>): void {
-  let context: tls.SecureContext;
+  const tls = require('node:tls') as typeof import('node:tls'); // only with --certfile (see isHttpsServer)
+  let context: import('node:tls').SecureContext;
   try {
     context = tls.createSecureContext({
       cert: readFileSync(t.certfile), key: readFileSync(t.keyfile),

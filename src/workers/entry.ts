@@ -3,22 +3,22 @@
  * the listening sockets the master sends, then run the worker class. See master/arbiter.ts.
  */
 import { ConfigError, loadConfig } from '../config';
-import { readConfigFile, type WorkerKind } from '../config/runner';
+import type { WorkerKind } from '../config/runner';
 import { pickHooks } from '../hooks/server';
 import { RunnerLog } from '../util/logger';
 import type { SocketHandle } from './acceptor';
-import { PrometheusEventletWorker, PrometheusGeventWorker } from './async';
 import { dropPrivileges } from './app';
 import { heartbeat, type BaseWorker } from './base';
-import { PrometheusThreadWorker } from './gthread';
 import { BOOT_ENV, WORKER_BOOT_ERROR, isTagged, type ListenMessage, type WorkerBoot } from './protocol';
-import { PrometheusWorker } from './sync';
+import type { PrometheusWorker } from './sync';
 
-const CLASSES: Record<WorkerKind, new (...a: ConstructorParameters<typeof PrometheusWorker>) => BaseWorker> = {
-  sync: PrometheusWorker,
-  gthread: PrometheusThreadWorker,
-  eventlet: PrometheusEventletWorker,
-  gevent: PrometheusGeventWorker,
+type WorkerClass = new (...a: ConstructorParameters<typeof PrometheusWorker>) => BaseWorker;
+/** only the worker's own class is loaded (a sync worker does not load gthread's node:inspector, merge, …) */
+const CLASSES: Record<WorkerKind, () => Promise<WorkerClass>> = {
+  sync: async () => (await import('./sync')).PrometheusWorker,
+  gthread: async () => (await import('./gthread')).PrometheusThreadWorker,
+  eventlet: async () => (await import('./async')).PrometheusEventletWorker,
+  gevent: async () => (await import('./async')).PrometheusGeventWorker,
 };
 
 /** the master's sockets: `binds` × `copies` handles, each in its own IPC message */
@@ -66,8 +66,9 @@ async function main(): Promise<void> {
   let worker: BaseWorker;
   try {
     const config = loadConfig(process.env);
-    const user = boot.configFile ? pickHooks(await readConfigFile(boot.configFile)) : {};
-    worker = new CLASSES[boot.kind](boot, config, log, user);
+    // config/runner (the SETTINGS table, shell-quote) only for a config file's hooks
+    const user = boot.configFile ? pickHooks(await (await import('../config/runner')).readConfigFile(boot.configFile)) : {};
+    worker = new (await CLASSES[boot.kind]())(boot, config, log, user);
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(e.message + '\n');

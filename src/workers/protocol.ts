@@ -104,3 +104,20 @@ export type FromThread =
   | { cmd: 'quota' }
   | { cmd: 'final'; scopes: ScopeMetrics }
   | { cmd: 'failed'; message: string; exitCode: number };
+
+/**
+ * V8's young generation of a runner worker process: semi-spaces of at most this many MB (V8's own
+ * default grows them to 16 MB under load, which a request/response worker does not need: the
+ * throughput with 2 MB was measured equal, bench/memory-runner.mjs and docs/runner.md "Memory").
+ */
+export const WORKER_SEMI_SPACE_MB = 2;
+const SEMI_SPACE_FLAG = /^--max[-_]semi[-_]space[-_]size(=|$)/;
+
+/**
+ * The worker's execArgv: the master's (as fork's default) plus `--max-semi-space-size`, unless the
+ * user already chose one (in the master's execArgv or NODE_OPTIONS, which the worker inherits).
+ */
+export function workerExecArgv(execArgv: readonly string[], nodeOptions = ''): string[] {
+  const chosen = execArgv.some((a) => SEMI_SPACE_FLAG.test(a)) || nodeOptions.split(/\s+/).some((a) => SEMI_SPACE_FLAG.test(a));
+  return chosen ? [...execArgv] : [...execArgv, `--max-semi-space-size=${WORKER_SEMI_SPACE_MB}`];
+}

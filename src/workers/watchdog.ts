@@ -26,8 +26,8 @@ export interface WatchdogData {
  * the process. `onAbort` must be synchronous. A loop blocked outside JavaScript (a synchronous
  * system call, Atomics.wait) is not interruptible: the master's kill (reason timeout) remains.
  * The same thread makes INT / QUIT fast for a loop busy in JavaScript (see watchdog-thread.ts).
- * Cost: one extra Node thread per worker, ≈ 9 MB RSS (a worker thread's bootstrap; measured 9.0–9.7
- * MB whatever its heap limits: bench/memory-runner.mjs).
+ * Cost: one extra Node thread per worker, ≈ 7.5 MB RSS (a worker thread's own isolate and bootstrap;
+ * 7.1–7.7 MB whatever its resourceLimits: docs/runner.md "Memory", bench/memory-runner.mjs).
  */
 export class Watchdog {
   private readonly tick = new Float64Array(new SharedArrayBuffer(8));
