@@ -13,6 +13,10 @@
  * Our messages travel on Node's internal IPC event, invisible to the application's own handlers.
  */
 import cluster, { type Worker } from 'node:cluster';
+import diagnostics from 'node:diagnostics_channel';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
 import type { ResourceMetrics, ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
 import { startHostMetrics } from '../export/host-metrics';
@@ -22,7 +26,7 @@ import { freshenSnapshot } from '../export/snapshot';
 import { M, SCOPE, type RestartReason } from '../metrics/contract';
 import { MasterMetrics } from '../metrics/MasterMetrics';
 import { processProducer } from '../metrics/Metrics';
-import { classifyExit, OomKillCounter } from '../master/exit-reason';
+import { abortsOnUncaughtException, OomKillCounter, restartReason } from '../master/exit-reason';
 import type { WorkerRuntime } from '../workers/runtime';
 import { endTimeoutMs, flushOnProcessEnd, hasPushReaders, NOTHING_TO_FLUSH } from './lifecycle';
 import { processRuntime, serveMetricsEndpoint } from './single';
@@ -49,14 +53,20 @@ export function withoutWorkerMetrics(rm: ResourceMetrics): ResourceMetrics {
 }
 
 /**
- * The restart reason of a worker exit the primary did not ask for (not after `disconnect()` / `kill()`):
- * exit code 0 is the worker ending on its own, not a restart; anything else as `classifyExit` says.
+ * The restart reason of a cluster worker's exit, by the one decision of both masters
+ * (`restartReason`, master/exit-reason.ts). node:cluster tells the primary only whether the exit was
+ * asked for (`exitedAfterDisconnect`: after `worker.disconnect()` / `worker.kill()`, the app's own
+ * replacement, not a restart of ours to count); exit code 0 is the worker ending on its own: both are
+ * `leaving: 'shutdown'` (not replaced by us). Anything else went away unasked.
  */
 export async function exitReason(code: number | null, signal: string | null,
-  opts: { oom?: OomKillCounter; execArgv?: readonly string[] } = {}): Promise<RestartReason | undefined> {
-  if (!signal && (code === null || code === 0)) return undefined;
-  const oomRose = signal === 'SIGKILL' && opts.oom !== undefined && await opts.oom.increased();
-  return classifyExit(code, signal, oomRose, (opts.execArgv ?? []).includes('--abort-on-uncaught-exception'));
+  opts: { asked?: boolean; stopping?: boolean; oom?: OomKillCounter; execArgv?: readonly string[]; nodeOptions?: string } = {}): Promise<RestartReason | undefined> {
+  const leaving = opts.asked === true || (!signal && (code === null || code === 0)) ? 'shutdown' : undefined;
+  const oomRose = leaving === undefined && signal === 'SIGKILL' && opts.oom !== undefined && await opts.oom.increased();
+  return restartReason({
+    leaving, code, signal, stopping: opts.stopping === true, oomRose,
+    abortOnUncaught: abortsOnUncaughtException(opts.execArgv ?? [], opts.nodeOptions ?? ''),
+  });
 }
 
 const NO_METRICS: ScopeMetrics = { scope: { ...SCOPE }, metrics: [] };
@@ -68,6 +78,8 @@ const NO_METRICS: ScopeMetrics = { scope: { ...SCOPE }, metrics: [] };
  */
 export class PrimaryWatch {
   master = false;
+  /** the primary is stopping (our graceful SIGTERM / SIGINT): nothing that exits now is a restart */
+  stopping = false;
   masterMetrics: MasterMetrics | undefined;
   private readonly oom = new OomKillCounter();
 
@@ -80,9 +92,11 @@ export class PrimaryWatch {
     cluster.on('exit', (w: Worker, code: number | null, signal: string | null) => {
       hooks.exit?.(w);
       const pid = w.process.pid;
-      if (w.exitedAfterDisconnect || pid === undefined) return;
-      const execArgv = (w.process.spawnargs ?? []).concat((process.env.NODE_OPTIONS ?? '').split(/\s+/));
-      void exitReason(code, signal, { oom: this.oom, execArgv }).then((reason) => {
+      if (pid === undefined) return;
+      void exitReason(code, signal, {
+        asked: w.exitedAfterDisconnect, stopping: this.stopping, oom: this.oom,
+        execArgv: w.process.spawnargs ?? [], nodeOptions: process.env.NODE_OPTIONS,
+      }).then((reason) => {
         if (reason) this.masterMetrics?.recordWorkerRestart(pid, reason);
       });
     });
@@ -137,6 +151,65 @@ export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
   return serveMetricsEndpoint(config, () => hub.scrape(() => watch.localMetrics()));
 }
 
+/** set on an application server whose cluster worker is draining: every response from now on closes its connection */
+const DRAINING = Symbol('prefork-otel.clusterDraining');
+type DrainingServer = net.Server & { [DRAINING]?: true };
+interface RequestStart { response: http.ServerResponse; server: DrainingServer }
+
+/** `http.server.request.start` while draining: the response of a draining server gets `Connection: close` */
+function closeAfterResponse(m: unknown): void {
+  const { response, server } = m as RequestStart;
+  if (server[DRAINING] === true) response.shouldKeepAlive = false;
+}
+
+/**
+ * The responses of `server` not yet started: the current response of each of its connections
+ * (Node's own connection list, `http.server.connections`; an empty list where a Node version has
+ * none: those responses then keep their keep-alive, and their connection's next request is closed).
+ */
+function pendingResponses(server: object): http.ServerResponse[] {
+  const key = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connections');
+  const list = key && (server as Record<symbol, { all?(): unknown[] } | undefined>)[key];
+  if (typeof list?.all !== 'function') return [];
+  const out: http.ServerResponse[] = [];
+  for (const socket of list.all()) {
+    const res = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (res && !res.headersSent) out.push(res);
+  }
+  return out;
+}
+
+/**
+ * node:cluster's graceful worker end (`worker.disconnect()` in the primary, `cluster.worker.disconnect()`
+ * here) closes each of the worker's servers with `server.close()`, and an HTTP server's `close()`
+ * destroys its idle keep-alive connections (`closeIdleConnections()`), on which a client's next
+ * request may already be travelling: that request fails with ECONNRESET (bare Node does this too).
+ * In our cluster worker, a `close()` of an http / https server during that drain (node:cluster sets
+ * `exitedAfterDisconnect` first) instead only stops listening (net.Server's close), as the runner's
+ * drain does (workers/loop.ts): every response not yet started, and the next request on any of its
+ * connections, gets `Connection: close`; an idle connection is never destroyed: it closes after its
+ * next response or at the server's keep-alive timeout. node:cluster waits for the server's 'close'
+ * (all its connections gone) before it disconnects, so the final snapshot counts every response.
+ * Any other `close()` (not draining), and the app's own `closeAllConnections()` /
+ * `closeIdleConnections()`, do what Node says.
+ */
+export function drainServersOnClusterDisconnect(): void {
+  let subscribed = false;
+  for (const proto of [http.Server.prototype, https.Server.prototype] as Array<{ close(this: net.Server, cb?: (err?: Error) => void): net.Server }>) {
+    const close = proto.close;
+    proto.close = function closeWithoutCuttingIdle(this: DrainingServer, cb?: (err?: Error) => void) {
+      if (cluster.worker?.exitedAfterDisconnect !== true) return close.call(this, cb);
+      if (!subscribed) {
+        subscribed = true;
+        diagnostics.subscribe('http.server.request.start', closeAfterResponse);
+      }
+      this[DRAINING] = true;
+      for (const res of pendingResponses(this)) res.shouldKeepAlive = false;
+      return net.Server.prototype.close.call(this, cb);
+    };
+  }
+}
+
 /**
  * A cluster worker of a preloaded primary: observed, answering the primary over IPC, no endpoint.
  * A graceful end sends a final snapshot first: node:cluster calls `process.disconnect()` once the
@@ -146,6 +219,7 @@ export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
  */
 export function startClusterWorker(config: ExporterConfig): WorkerRuntime {
   const runtime = processRuntime(config);
+  drainServersOnClusterDisconnect();
   const channel = internalChannel(process as never);
   const responder = new SnapshotResponder(runtime.telemetry, channel, process.pid, () => runtime.observer.inFlight).start(config.snapshotIntervalMs);
   // a first snapshot now: from then on the primary's hub asks this worker at every scrape
