@@ -124,6 +124,65 @@ export class PrimaryWatch {
   }
 }
 
+/** How long a preloaded primary's SIGTERM / SIGINT waits for its workers to finish (gunicorn's graceful_timeout default). */
+export const GRACEFUL_STOP_MS = 30_000;
+
+/** node:cluster's Worker.state of a worker that has booted */
+const BOOTED: ReadonlySet<string> = new Set(['online', 'listening']);
+
+/**
+ * The primary's graceful stop: `disconnect()` every worker (each stops listening, serves every
+ * request it accepted, its connections close after their response: drainServersOnClusterDisconnect),
+ * and resolve when they have exited, or at `deadlineMs` (what is left then ends with the primary:
+ * node:cluster workers exit when their channel closes). Nothing that exits now is a restart.
+ *
+ * The app's primary may fork replacements meanwhile (many replace every worker that exits): one
+ * forked while any of the workers of the signal still drains is disconnected as soon as it listens
+ * and waited for too (it may have been handed connections); one forked after those are all gone is
+ * only waited for until it is online (it has not listened yet: it holds no connection) and then left
+ * to end with the primary, so an app that always re-forks cannot keep the primary alive.
+ */
+export function stopWorkersGracefully(watch: PrimaryWatch, deadlineMs: number): Promise<void> {
+  watch.stopping = true;
+  const first = new Set<Worker>(Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined));
+  const fresh = new Set<Worker>();
+  const late = new Set<Worker>();
+  const leave = (w: Worker) => {
+    if (!w.isDead() && w.isConnected() && !w.exitedAfterDisconnect) w.disconnect();
+  };
+  const gone = (ws: Set<Worker>) => {
+    for (const w of ws) if (!w.isDead()) return false;
+    return true;
+  };
+  return new Promise<void>((resolve) => {
+    const check = () => {
+      if (!gone(first) || !gone(fresh)) return;
+      for (const w of late) if (!w.isDead() && !BOOTED.has((w as Worker & { state?: string }).state ?? '')) return;
+      done();
+    };
+    const onFork = (w: Worker) => {
+      if (gone(first)) {
+        late.add(w);
+        w.once('online', check);
+        return;
+      }
+      fresh.add(w);
+      w.once('listening', () => leave(w));
+    };
+    const timer = setTimeout(() => done(), deadlineMs);
+    const done = () => {
+      clearTimeout(timer);
+      cluster.removeListener('fork', onFork);
+      cluster.removeListener('exit', check);
+      resolve();
+    };
+    cluster.on('fork', onFork);
+    cluster.on('exit', check);
+    for (const w of first) leave(w);
+    check();
+  });
+}
+
 /**
  * A process that is not a cluster worker: observed as a single process, and the aggregating master
  * as soon as it forks cluster workers. Everything that must see the application's first fork is set
@@ -145,8 +204,10 @@ export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
       if (w.process.pid !== undefined) hub.workerExited(w.process.pid);
     },
   });
-  // a signal must not cost the push readers their last export
-  if (hasPushReaders(config)) flushOnProcessEnd(NOTHING_TO_FLUSH, endTimeoutMs(config));
+  // SIGTERM / SIGINT with no handler of the app's: a graceful stop of the workers (every request they
+  // accepted is served), then the push readers' last export, then the signal's default action
+  flushOnProcessEnd({ ...NOTHING_TO_FLUSH, drain: () => (watch.master ? stopWorkersGracefully(watch, GRACEFUL_STOP_MS) : Promise.resolve()) },
+    endTimeoutMs(config));
   if (!config.exporters.includes('prometheus')) return Promise.resolve();
   return serveMetricsEndpoint(config, () => hub.scrape(() => watch.localMetrics()));
 }
