@@ -15,7 +15,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import diagnostics from 'node:diagnostics_channel';
 import http from 'node:http';
-import https from 'node:https';
 import net from 'node:net';
 import type { ResourceMetrics, ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
@@ -256,7 +255,7 @@ function pendingResponses(server: object): http.ServerResponse[] {
  */
 export function drainServersOnClusterDisconnect(): void {
   let subscribed = false;
-  for (const proto of [http.Server.prototype, https.Server.prototype] as Array<{ close(this: net.Server, cb?: (err?: Error) => void): net.Server }>) {
+  const patch = (proto: { close(this: net.Server, cb?: (err?: Error) => void): net.Server }) => {
     const close = proto.close;
     proto.close = function closeWithoutCuttingIdle(this: DrainingServer, cb?: (err?: Error) => void) {
       if (cluster.worker?.exitedAfterDisconnect !== true) return close.call(this, cb);
@@ -267,6 +266,27 @@ export function drainServersOnClusterDisconnect(): void {
       this[DRAINING] = true;
       for (const res of pendingResponses(this)) res.shouldKeepAlive = false;
       return net.Server.prototype.close.call(this, cb);
+    };
+  };
+  patch(http.Server.prototype);
+  // node:https (and tls) is loaded only when the disconnect begins, not in every worker: just before
+  // node:cluster closes the servers (the primary's 'disconnect' message, or cluster.worker.disconnect())
+  let httpsPatched = false;
+  const patchHttps = () => {
+    if (httpsPatched) return;
+    httpsPatched = true;
+    patch((require('node:https') as typeof import('node:https')).Server.prototype);
+  };
+  (process as unknown as NodeJS.EventEmitter).prependListener('internalMessage', (m: unknown) => {
+    const msg = m as { cmd?: unknown; act?: unknown } | null;
+    if (msg?.cmd === 'NODE_CLUSTER' && msg.act === 'disconnect') patchHttps();
+  });
+  const worker = cluster.worker;
+  if (worker) {
+    const disconnect = worker.disconnect;
+    worker.disconnect = function disconnectAfterHttpsPatch(this: Worker) {
+      patchHttps();
+      return disconnect.call(this);
     };
   }
 }
