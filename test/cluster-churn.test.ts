@@ -96,4 +96,36 @@ describe('node:cluster preload: worker.disconnect() under load loses nothing', (
     expect(app.stderr).not.toMatch(/ERR_INTERNAL_ASSERTION|EPIPE|Error/);
     keepAlive.destroy();
   }, 60_000);
+
+  it('SIGTERM to the whole process group (primary and workers at once): every in-flight request finishes', async () => {
+    const { app, appPort } = await start(2);
+    const workers = livePids(app);
+    const keepAlive = new http.Agent({ keepAlive: true });
+    const inflight = Array.from({ length: 6 }, (_, i) => get(appPort, '/slow?ms=1500', i % 2 === 0 ? keepAlive : false));
+    await waitFor(() => (app.stdout.match(/^start \d+$/gm) ?? []).length === 6, 15_000, 'six requests in flight');
+    // what systemd's KillMode=control-group and a terminal's Ctrl-C do: everyone gets the signal
+    for (const p of workers) process.kill(Number(p), 'SIGTERM');
+    const ended = app.stop('SIGTERM', 40_000);
+    expect(await Promise.all(inflight)).toEqual(Array(6).fill('200'));
+    expect((await ended).signal).toBe('SIGTERM');
+    const alive = (pid: string) => { try { process.kill(Number(pid), 0); return true; } catch { return false; } };
+    await waitFor(() => workers.every((p) => !alive(p)), 15_000, 'workers gone');
+    expect(app.stderr).not.toMatch(/ERR_INTERNAL_ASSERTION|EPIPE|Error/);
+    keepAlive.destroy();
+  }, 60_000);
+
+  it('SIGTERM to one worker (no handler of the app): it serves what it accepted, leaves, and is counted as a restart (signal)', async () => {
+    const { app, appPort, metricsPort } = await start(2, { PREFORK_OTEL_SNAPSHOT_INTERVAL: '600' });
+    const [victim] = livePids(app);
+    const keepAlive = new http.Agent({ keepAlive: true });
+    const inflight = Array.from({ length: 6 }, (_, i) => get(appPort, '/slow?ms=1500', i % 2 === 0 ? keepAlive : false));
+    await waitFor(() => (app.stdout.match(/^start \d+$/gm) ?? []).length === 6, 15_000, 'six requests in flight');
+    process.kill(Number(victim), 'SIGTERM');
+    expect(await Promise.all(inflight)).toEqual(Array(6).fill('200'));
+    await waitFor(() => new RegExp(`^exit ${victim} `, 'm').test(app.stdout), 15_000, 'the worker exited');
+    expect(app.stdout).toMatch(new RegExp(`^exit ${victim} null SIGTERM$`, 'm'));
+    await waitFor(async () => total(await scrape(metricsPort), 'gunicorn_master_worker_restarts_total', { worker_id: victim!, reason: 'signal' }) === 1,
+      15_000, 'restart recorded');
+    keepAlive.destroy();
+  }, 60_000);
 });

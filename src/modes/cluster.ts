@@ -20,7 +20,7 @@ import type { ResourceMetrics, ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
 import { startHostMetrics } from '../export/host-metrics';
 import { hubOptions, ScrapeHub } from '../export/hub';
-import { internalChannel, SnapshotResponder, TAG, type SnapshotMessage } from '../export/ipc';
+import { internalChannel, isOurMessage, SnapshotResponder, TAG, type LeaveMessage, type SnapshotMessage } from '../export/ipc';
 import { freshenSnapshot } from '../export/snapshot';
 import { M, SCOPE, type RestartReason } from '../metrics/contract';
 import { MasterMetrics } from '../metrics/MasterMetrics';
@@ -79,6 +79,10 @@ export class PrimaryWatch {
   master = false;
   /** the primary is stopping (our graceful SIGTERM / SIGINT): nothing that exits now is a restart */
   stopping = false;
+  /** workers that asked to leave on a signal of their own (SIGTERM from outside): still a restart, reason signal */
+  readonly leftOnSignal = new WeakSet<Worker>();
+  /** forked and not yet exited (node:cluster drops a worker from cluster.workers at its disconnect, before it exits) */
+  readonly live = new Set<Worker>();
   masterMetrics: MasterMetrics | undefined;
   private readonly oom = new OomKillCounter();
 
@@ -86,14 +90,16 @@ export class PrimaryWatch {
     if (!cluster.isPrimary) return;
     cluster.on('fork', (w: Worker) => {
       if (!this.master) this.becomeMaster();
+      this.live.add(w);
       hooks.fork?.(w);
     });
     cluster.on('exit', (w: Worker, code: number | null, signal: string | null) => {
+      this.live.delete(w);
       hooks.exit?.(w);
       const pid = w.process.pid;
       if (pid === undefined) return;
       void exitReason(code, signal, {
-        asked: w.exitedAfterDisconnect, stopping: this.stopping, oom: this.oom,
+        asked: w.exitedAfterDisconnect && !this.leftOnSignal.has(w), stopping: this.stopping, oom: this.oom,
         execArgv: w.process.spawnargs ?? [], nodeOptions: process.env.NODE_OPTIONS,
       }).then((reason) => {
         if (reason) this.masterMetrics?.recordWorkerRestart(pid, reason);
@@ -143,7 +149,9 @@ const BOOTED: ReadonlySet<string> = new Set(['online', 'listening']);
  */
 export function stopWorkersGracefully(watch: PrimaryWatch, deadlineMs: number): Promise<void> {
   watch.stopping = true;
-  const first = new Set<Worker>(Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined));
+  // every worker not yet exited, including those already disconnecting (the app's own replacement, a
+  // worker leaving on its own signal): they are no longer in cluster.workers
+  const first = new Set<Worker>(watch.live);
   const fresh = new Set<Worker>();
   const late = new Set<Worker>();
   const leave = (w: Worker) => {
@@ -197,6 +205,12 @@ export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
   const watch = new PrimaryWatch(runtime, {
     fork: (w) => {
       if (w.process.pid !== undefined) hub.attach(w.process.pid, internalChannel(w.process as never));
+      // a worker that got SIGTERM / SIGINT asks to leave: the graceful path (drainServersOnClusterDisconnect)
+      internalChannel(w.process as never).on('message', (m) => {
+        if (!isOurMessage(m) || m[TAG] !== 'leave' || !w.isConnected() || w.exitedAfterDisconnect) return;
+        watch.leftOnSignal.add(w);
+        w.disconnect();
+      });
     },
     // retention directly from the exit handler; a final snapshot still in the pipe is applied when it arrives
     exit: (w) => {
@@ -292,6 +306,28 @@ export function drainServersOnClusterDisconnect(): void {
 }
 
 /**
+ * A cluster worker's graceful end on a signal: ask the primary to `disconnect()` it (the one graceful
+ * path node:cluster has; asking rather than calling `cluster.worker.disconnect()` here means that when
+ * the primary stops too (a signal to the whole process group) only one disconnect ever runs), and
+ * resolve once the channel is closed, which node:cluster does only after every server of this worker
+ * has closed (its last connection gone), or at `deadlineMs`.
+ */
+function leaveGracefully(channel: ReturnType<typeof internalChannel>, deadlineMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (!process.connected) return resolve();
+    const timer = setTimeout(resolve, deadlineMs);
+    process.once('disconnect', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    if (cluster.worker?.exitedAfterDisconnect !== true) {
+      const msg: LeaveMessage = { [TAG]: 'leave' };
+      channel.send!(msg);
+    }
+  });
+}
+
+/**
  * A cluster worker of a preloaded primary: observed, answering the primary over IPC, no endpoint.
  * A graceful end sends a final snapshot first: node:cluster calls `process.disconnect()` once the
  * worker's servers have closed (after `worker.disconnect()` / `worker.kill()` in the primary, or
@@ -327,6 +363,9 @@ export function startClusterWorker(config: ExporterConfig): WorkerRuntime {
     };
   }
   flushOnProcessEnd({
+    // SIGTERM / SIGINT without a handler of the app's: leave the way worker.disconnect() does (the
+    // primary disconnects us: our servers drain, every accepted request is served), then re-raise
+    drain: () => leaveGracefully(channel, GRACEFUL_STOP_MS),
     flush,
     flushSync: () => {
       if (finalSent || !process.connected) return;
