@@ -27,7 +27,7 @@ import { MasterMetrics } from '../metrics/MasterMetrics';
 import { processProducer } from '../metrics/Metrics';
 import { abortsOnUncaughtException, OomKillCounter, restartReason } from '../master/exit-reason';
 import type { WorkerRuntime } from '../workers/runtime';
-import { endTimeoutMs, flushOnProcessEnd, hasPushReaders, NOTHING_TO_FLUSH } from './lifecycle';
+import { endTimeoutMs, flushOnProcessEnd, NOTHING_TO_FLUSH } from './lifecycle';
 import { processRuntime, serveMetricsEndpoint } from './single';
 import { withDeadline } from '../util/time';
 
