@@ -8,6 +8,7 @@ import { applySnapshotDelta, diffSnapshot, isSnapshot, isSnapshotDelta, toSnapsh
  *   master → worker: { [TAG]: 'collect', id, full? }
  *   worker → master: { [TAG]: 'snapshot', id?, seq?, snapshot }   a whole snapshot (an answer carries the id; pushes do not)
  *                    { [TAG]: 'snapshot', id?, delta }            what changed since the previous one (SnapshotDelta)
+ *                    { [TAG]: 'leave' }   a node:cluster worker got SIGTERM / SIGINT: its primary disconnects it
  * A worker sends its first snapshot, its final one and any asked for with `full` whole, the others as
  * deltas against the one it sent before; a master that cannot apply a delta (it missed the base) asks
  * for the next one whole. Whole snapshots without `seq` (a worker's synchronous last word) are accepted too.
@@ -16,8 +17,9 @@ export const TAG = 'prefork-otel';
 
 export interface CollectMessage { [TAG]: 'collect'; id: number; full?: true }
 export interface SnapshotMessage { [TAG]: 'snapshot'; id?: number; seq?: number; snapshot?: Snapshot; delta?: SnapshotDelta }
+export interface LeaveMessage { [TAG]: 'leave' }
 
-export function isOurMessage(m: unknown): m is CollectMessage | SnapshotMessage {
+export function isOurMessage(m: unknown): m is CollectMessage | SnapshotMessage | LeaveMessage {
   return !!m && typeof m === 'object' && typeof (m as Record<string, unknown>)[TAG] === 'string';
 }
 

@@ -13,18 +13,21 @@
  * Our messages travel on Node's internal IPC event, invisible to the application's own handlers.
  */
 import cluster, { type Worker } from 'node:cluster';
+import diagnostics from 'node:diagnostics_channel';
+import http from 'node:http';
+import net from 'node:net';
 import type { ResourceMetrics, ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { ExporterConfig } from '../config';
 import { startHostMetrics } from '../export/host-metrics';
 import { hubOptions, ScrapeHub } from '../export/hub';
-import { internalChannel, SnapshotResponder, TAG, type SnapshotMessage } from '../export/ipc';
+import { internalChannel, isOurMessage, SnapshotResponder, TAG, type LeaveMessage, type SnapshotMessage } from '../export/ipc';
 import { freshenSnapshot } from '../export/snapshot';
 import { M, SCOPE, type RestartReason } from '../metrics/contract';
 import { MasterMetrics } from '../metrics/MasterMetrics';
 import { processProducer } from '../metrics/Metrics';
-import { classifyExit, OomKillCounter } from '../master/exit-reason';
+import { abortsOnUncaughtException, OomKillCounter, restartReason } from '../master/exit-reason';
 import type { WorkerRuntime } from '../workers/runtime';
-import { endTimeoutMs, flushOnProcessEnd, hasPushReaders, NOTHING_TO_FLUSH } from './lifecycle';
+import { endTimeoutMs, flushOnProcessEnd, NOTHING_TO_FLUSH } from './lifecycle';
 import { processRuntime, serveMetricsEndpoint } from './single';
 import { withDeadline } from '../util/time';
 
@@ -49,14 +52,20 @@ export function withoutWorkerMetrics(rm: ResourceMetrics): ResourceMetrics {
 }
 
 /**
- * The restart reason of a worker exit the primary did not ask for (not after `disconnect()` / `kill()`):
- * exit code 0 is the worker ending on its own, not a restart; anything else as `classifyExit` says.
+ * The restart reason of a cluster worker's exit, by the one decision of both masters
+ * (`restartReason`, master/exit-reason.ts). node:cluster tells the primary only whether the exit was
+ * asked for (`exitedAfterDisconnect`: after `worker.disconnect()` / `worker.kill()`, the app's own
+ * replacement, not a restart of ours to count); exit code 0 is the worker ending on its own: both are
+ * `leaving: 'shutdown'` (not replaced by us). Anything else went away unasked.
  */
 export async function exitReason(code: number | null, signal: string | null,
-  opts: { oom?: OomKillCounter; execArgv?: readonly string[] } = {}): Promise<RestartReason | undefined> {
-  if (!signal && (code === null || code === 0)) return undefined;
-  const oomRose = signal === 'SIGKILL' && opts.oom !== undefined && await opts.oom.increased();
-  return classifyExit(code, signal, oomRose, (opts.execArgv ?? []).includes('--abort-on-uncaught-exception'));
+  opts: { asked?: boolean; stopping?: boolean; oom?: OomKillCounter; execArgv?: readonly string[]; nodeOptions?: string } = {}): Promise<RestartReason | undefined> {
+  const leaving = opts.asked === true || (!signal && (code === null || code === 0)) ? 'shutdown' : undefined;
+  const oomRose = leaving === undefined && signal === 'SIGKILL' && opts.oom !== undefined && await opts.oom.increased();
+  return restartReason({
+    leaving, code, signal, stopping: opts.stopping === true, oomRose,
+    abortOnUncaught: abortsOnUncaughtException(opts.execArgv ?? [], opts.nodeOptions ?? ''),
+  });
 }
 
 const NO_METRICS: ScopeMetrics = { scope: { ...SCOPE }, metrics: [] };
@@ -68,6 +77,12 @@ const NO_METRICS: ScopeMetrics = { scope: { ...SCOPE }, metrics: [] };
  */
 export class PrimaryWatch {
   master = false;
+  /** the primary is stopping (our graceful SIGTERM / SIGINT): nothing that exits now is a restart */
+  stopping = false;
+  /** workers that asked to leave on a signal of their own (SIGTERM from outside): still a restart, reason signal */
+  readonly leftOnSignal = new WeakSet<Worker>();
+  /** forked and not yet exited (node:cluster drops a worker from cluster.workers at its disconnect, before it exits) */
+  readonly live = new Set<Worker>();
   masterMetrics: MasterMetrics | undefined;
   private readonly oom = new OomKillCounter();
 
@@ -75,14 +90,18 @@ export class PrimaryWatch {
     if (!cluster.isPrimary) return;
     cluster.on('fork', (w: Worker) => {
       if (!this.master) this.becomeMaster();
+      this.live.add(w);
       hooks.fork?.(w);
     });
     cluster.on('exit', (w: Worker, code: number | null, signal: string | null) => {
+      this.live.delete(w);
       hooks.exit?.(w);
       const pid = w.process.pid;
-      if (w.exitedAfterDisconnect || pid === undefined) return;
-      const execArgv = (w.process.spawnargs ?? []).concat((process.env.NODE_OPTIONS ?? '').split(/\s+/));
-      void exitReason(code, signal, { oom: this.oom, execArgv }).then((reason) => {
+      if (pid === undefined) return;
+      void exitReason(code, signal, {
+        asked: w.exitedAfterDisconnect && !this.leftOnSignal.has(w), stopping: this.stopping, oom: this.oom,
+        execArgv: w.process.spawnargs ?? [], nodeOptions: process.env.NODE_OPTIONS,
+      }).then((reason) => {
         if (reason) this.masterMetrics?.recordWorkerRestart(pid, reason);
       });
     });
@@ -110,6 +129,67 @@ export class PrimaryWatch {
   }
 }
 
+/** How long a preloaded primary's SIGTERM / SIGINT waits for its workers to finish (gunicorn's graceful_timeout default). */
+export const GRACEFUL_STOP_MS = 30_000;
+
+/** node:cluster's Worker.state of a worker that has booted */
+const BOOTED: ReadonlySet<string> = new Set(['online', 'listening']);
+
+/**
+ * The primary's graceful stop: `disconnect()` every worker (each stops listening, serves every
+ * request it accepted, its connections close after their response: drainServersOnClusterDisconnect),
+ * and resolve when they have exited, or at `deadlineMs` (what is left then ends with the primary:
+ * node:cluster workers exit when their channel closes). Nothing that exits now is a restart.
+ *
+ * The app's primary may fork replacements meanwhile (many replace every worker that exits): one
+ * forked while any of the workers of the signal still drains is disconnected as soon as it listens
+ * and waited for too (it may have been handed connections); one forked after those are all gone is
+ * only waited for until it is online (it has not listened yet: it holds no connection) and then left
+ * to end with the primary, so an app that always re-forks cannot keep the primary alive.
+ */
+export function stopWorkersGracefully(watch: PrimaryWatch, deadlineMs: number): Promise<void> {
+  watch.stopping = true;
+  // every worker not yet exited, including those already disconnecting (the app's own replacement, a
+  // worker leaving on its own signal): they are no longer in cluster.workers
+  const first = new Set<Worker>(watch.live);
+  const fresh = new Set<Worker>();
+  const late = new Set<Worker>();
+  const leave = (w: Worker) => {
+    if (!w.isDead() && w.isConnected() && !w.exitedAfterDisconnect) w.disconnect();
+  };
+  const gone = (ws: Set<Worker>) => {
+    for (const w of ws) if (!w.isDead()) return false;
+    return true;
+  };
+  return new Promise<void>((resolve) => {
+    const check = () => {
+      if (!gone(first) || !gone(fresh)) return;
+      for (const w of late) if (!w.isDead() && !BOOTED.has((w as Worker & { state?: string }).state ?? '')) return;
+      done();
+    };
+    const onFork = (w: Worker) => {
+      if (gone(first)) {
+        late.add(w);
+        w.once('online', check);
+        return;
+      }
+      fresh.add(w);
+      w.once('listening', () => leave(w));
+    };
+    const timer = setTimeout(() => done(), deadlineMs);
+    const done = () => {
+      clearTimeout(timer);
+      cluster.removeListener('fork', onFork);
+      cluster.removeListener('exit', check);
+      resolve();
+    };
+    cluster.on('fork', onFork);
+    cluster.on('exit', check);
+    for (const w of first) leave(w);
+    check();
+  });
+}
+
 /**
  * A process that is not a cluster worker: observed as a single process, and the aggregating master
  * as soon as it forks cluster workers. Everything that must see the application's first fork is set
@@ -125,16 +205,126 @@ export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
   const watch = new PrimaryWatch(runtime, {
     fork: (w) => {
       if (w.process.pid !== undefined) hub.attach(w.process.pid, internalChannel(w.process as never));
+      // a worker that got SIGTERM / SIGINT asks to leave: the graceful path (drainServersOnClusterDisconnect)
+      internalChannel(w.process as never).on('message', (m) => {
+        if (!isOurMessage(m) || m[TAG] !== 'leave' || !w.isConnected() || w.exitedAfterDisconnect) return;
+        watch.leftOnSignal.add(w);
+        w.disconnect();
+      });
     },
     // retention directly from the exit handler; a final snapshot still in the pipe is applied when it arrives
     exit: (w) => {
       if (w.process.pid !== undefined) hub.workerExited(w.process.pid);
     },
   });
-  // a signal must not cost the push readers their last export
-  if (hasPushReaders(config)) flushOnProcessEnd(NOTHING_TO_FLUSH, endTimeoutMs(config));
+  // SIGTERM / SIGINT with no handler of the app's: a graceful stop of the workers (every request they
+  // accepted is served), then the push readers' last export, then the signal's default action
+  flushOnProcessEnd({ ...NOTHING_TO_FLUSH, drain: () => (watch.master ? stopWorkersGracefully(watch, GRACEFUL_STOP_MS) : Promise.resolve()) },
+    endTimeoutMs(config));
   if (!config.exporters.includes('prometheus')) return Promise.resolve();
   return serveMetricsEndpoint(config, () => hub.scrape(() => watch.localMetrics()));
+}
+
+/** set on an application server whose cluster worker is draining: every response from now on closes its connection */
+const DRAINING = Symbol('prefork-otel.clusterDraining');
+type DrainingServer = net.Server & { [DRAINING]?: true };
+interface RequestStart { response: http.ServerResponse; server: DrainingServer }
+
+/** `http.server.request.start` while draining: the response of a draining server gets `Connection: close` */
+function closeAfterResponse(m: unknown): void {
+  const { response, server } = m as RequestStart;
+  if (server[DRAINING] === true) response.shouldKeepAlive = false;
+}
+
+/**
+ * The responses of `server` not yet started: the current response of each of its connections
+ * (Node's own connection list, `http.server.connections`; an empty list where a Node version has
+ * none: those responses then keep their keep-alive, and their connection's next request is closed).
+ */
+function pendingResponses(server: object): http.ServerResponse[] {
+  const key = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connections');
+  const list = key && (server as Record<symbol, { all?(): unknown[] } | undefined>)[key];
+  if (typeof list?.all !== 'function') return [];
+  const out: http.ServerResponse[] = [];
+  for (const socket of list.all()) {
+    const res = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (res && !res.headersSent) out.push(res);
+  }
+  return out;
+}
+
+/**
+ * node:cluster's graceful worker end (`worker.disconnect()` in the primary, `cluster.worker.disconnect()`
+ * here) closes each of the worker's servers with `server.close()`, and an HTTP server's `close()`
+ * destroys its idle keep-alive connections (`closeIdleConnections()`), on which a client's next
+ * request may already be travelling: that request fails with ECONNRESET (bare Node does this too).
+ * In our cluster worker, a `close()` of an http / https server during that drain (node:cluster sets
+ * `exitedAfterDisconnect` first) instead only stops listening (net.Server's close), as the runner's
+ * drain does (workers/loop.ts): every response not yet started, and the next request on any of its
+ * connections, gets `Connection: close`; an idle connection is never destroyed: it closes after its
+ * next response or at the server's keep-alive timeout. node:cluster waits for the server's 'close'
+ * (all its connections gone) before it disconnects, so the final snapshot counts every response.
+ * Any other `close()` (not draining), and the app's own `closeAllConnections()` /
+ * `closeIdleConnections()`, do what Node says.
+ */
+export function drainServersOnClusterDisconnect(): void {
+  let subscribed = false;
+  const patch = (proto: { close(this: net.Server, cb?: (err?: Error) => void): net.Server }) => {
+    const close = proto.close;
+    proto.close = function closeWithoutCuttingIdle(this: DrainingServer, cb?: (err?: Error) => void) {
+      if (cluster.worker?.exitedAfterDisconnect !== true) return close.call(this, cb);
+      if (!subscribed) {
+        subscribed = true;
+        diagnostics.subscribe('http.server.request.start', closeAfterResponse);
+      }
+      this[DRAINING] = true;
+      for (const res of pendingResponses(this)) res.shouldKeepAlive = false;
+      return net.Server.prototype.close.call(this, cb);
+    };
+  };
+  patch(http.Server.prototype);
+  // node:https (and tls) is loaded only when the disconnect begins, not in every worker: just before
+  // node:cluster closes the servers (the primary's 'disconnect' message, or cluster.worker.disconnect())
+  let httpsPatched = false;
+  const patchHttps = () => {
+    if (httpsPatched) return;
+    httpsPatched = true;
+    patch((require('node:https') as typeof import('node:https')).Server.prototype);
+  };
+  (process as unknown as NodeJS.EventEmitter).prependListener('internalMessage', (m: unknown) => {
+    const msg = m as { cmd?: unknown; act?: unknown } | null;
+    if (msg?.cmd === 'NODE_CLUSTER' && msg.act === 'disconnect') patchHttps();
+  });
+  const worker = cluster.worker;
+  if (worker) {
+    const disconnect = worker.disconnect;
+    worker.disconnect = function disconnectAfterHttpsPatch(this: Worker) {
+      patchHttps();
+      return disconnect.call(this);
+    };
+  }
+}
+
+/**
+ * A cluster worker's graceful end on a signal: ask the primary to `disconnect()` it (the one graceful
+ * path node:cluster has; asking rather than calling `cluster.worker.disconnect()` here means that when
+ * the primary stops too (a signal to the whole process group) only one disconnect ever runs), and
+ * resolve once the channel is closed, which node:cluster does only after every server of this worker
+ * has closed (its last connection gone), or at `deadlineMs`.
+ */
+function leaveGracefully(channel: ReturnType<typeof internalChannel>, deadlineMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (!process.connected) return resolve();
+    const timer = setTimeout(resolve, deadlineMs);
+    process.once('disconnect', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    if (cluster.worker?.exitedAfterDisconnect !== true) {
+      const msg: LeaveMessage = { [TAG]: 'leave' };
+      channel.send!(msg);
+    }
+  });
 }
 
 /**
@@ -146,6 +336,7 @@ export function startClusterPrimary(config: ExporterConfig): Promise<unknown> {
  */
 export function startClusterWorker(config: ExporterConfig): WorkerRuntime {
   const runtime = processRuntime(config);
+  drainServersOnClusterDisconnect();
   const channel = internalChannel(process as never);
   const responder = new SnapshotResponder(runtime.telemetry, channel, process.pid, () => runtime.observer.inFlight).start(config.snapshotIntervalMs);
   // a first snapshot now: from then on the primary's hub asks this worker at every scrape
@@ -172,6 +363,9 @@ export function startClusterWorker(config: ExporterConfig): WorkerRuntime {
     };
   }
   flushOnProcessEnd({
+    // SIGTERM / SIGINT without a handler of the app's: leave the way worker.disconnect() does (the
+    // primary disconnects us: our servers drain, every accepted request is served), then re-raise
+    drain: () => leaveGracefully(channel, GRACEFUL_STOP_MS),
     flush,
     flushSync: () => {
       if (finalSent || !process.connected) return;

@@ -7,7 +7,8 @@ import { withDeadline } from '../util/time';
  * The end of a preloaded process: give its metrics one last chance to leave (a final snapshot to the
  * cluster primary, a final multiproc file) wherever Node lets JavaScript run before the process goes.
  *
- *  - SIGTERM / SIGINT with no handler of the application's: flush, then the final push export of the
+ *  - SIGTERM / SIGINT with no handler of the application's: `drain` (a cluster primary's graceful stop of
+ *    its workers, bounded by itself), then flush, then the final push export of the
  *    OTLP / console readers (`shutdown()`), bounded together by `timeoutMs`, then re-raise the signal
  *    with the default action, so the process still ends "killed by SIGTERM"
  *    exactly as it would have (the signal-exit pattern). When the application handles the signal
@@ -19,6 +20,11 @@ import { withDeadline } from '../util/time';
  *    periodic snapshot is lost. That is the window `PREFORK_OTEL_SNAPSHOT_INTERVAL` bounds.
  */
 export interface FinalFlush {
+  /**
+   * A graceful stop before the flush, on SIGTERM / SIGINT only (a cluster primary stopping its workers):
+   * bounded by itself, not by `timeoutMs`.
+   */
+  drain?(sig: NodeJS.Signals): Promise<void>;
   /** full final flush (may collect asynchronously) */
   flush(): Promise<void>;
   /** synchronous last resort on 'exit' */
@@ -58,13 +64,15 @@ export function flushOnProcessEnd(f: FinalFlush, timeoutMs: number): void {
   let flushing: Promise<void> | undefined;
   const bounded = () => (flushing ??= withDeadline(f.flush(), timeoutMs));
   let ending: Promise<void> | undefined;
-  const beforeSignalExit = () => (ending ??= withDeadline(bounded().then(() => shutdownTelemetry()), timeoutMs));
+  const beforeSignalExit = (sig: NodeJS.Signals) => (ending ??= (f.drain ? f.drain(sig) : Promise.resolve())
+    .catch(() => undefined)
+    .then(() => withDeadline(bounded().then(() => shutdownTelemetry()), timeoutMs)));
 
   for (const sig of SIGNALS) {
     const onSignal = () => {
       // the application handles this signal itself: its exit path reaches 'exit'
       if (applicationListeners(sig) > 0) return;
-      void beforeSignalExit().then(() => {
+      void beforeSignalExit(sig).then(() => {
         process.removeListener(sig, onSignal);
         process.kill(process.pid, sig);
         // as PID 1 (a container's init) the kernel drops a signal whose action is the default: end as a shell reports it
