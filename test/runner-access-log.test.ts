@@ -5,7 +5,7 @@
  * --forwarded-allow-ips and X-Forwarded-For, `-` = stdout, and no access log when unset.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -154,7 +154,16 @@ describe('SIGUSR1 reopens the files (logrotate)', () => {
     runner.signal('SIGUSR1');
     await waitFor(() => (existsSync(errors) && /Log file reopened/.test(readFileSync(errors, 'utf8')) ? true : undefined), 10_000, 'error log reopened');
     await waitFor(() => (existsSync(file) ? true : undefined), 10_000, 'access log reopened by the workers');
-    // every worker (thread) has reopened once the file exists for each of them: send until lines only land in the new file
+    // every worker (and gthread thread) has reopened: no worker process holds the renamed file open any more
+    // (its fds, in /proc), and each holds the new one — not only the first worker to get the signal
+    const old = statSync(`${file}.1`).ino;
+    const fresh = statSync(file).ino;
+    const workers = await runner.running();
+    const held = (pid: string) => readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try { return statSync(`/proc/${pid}/fd/${fd}`).ino; } catch { return 0; }
+    });
+    await waitFor(() => workers.every((pid) => { const h = held(pid); return !h.includes(old) && h.includes(fresh); }) || undefined,
+      10_000, 'every worker holds the new access log, none the old');
     const after = 20;
     for (let k = 0; k < after; k++) expect(await get(runner.port, `/after${k}`)).toBe(200);
     await waitFor(() => (lines(file).length + lines(`${file}.1`).length === 10 + after ? true : undefined), 10_000, 'all lines');

@@ -46,9 +46,11 @@ describe.each([
       expect(served).toBeGreaterThanOrEqual(50);
       expect(served).toBeLessThanOrEqual(60 + 4 + 2);
     }
-    // the workers that served: the retired ones, plus those of the two running ones that got a request
+    // the workers that served: the retired ones (each served ≥ 50), plus those of the two running ones
+    // that got a request — none, when the retirements took all 300 (e.g. 5 quotas of 60: CI saw it)
     const servedIds = labelValues(s, 'gunicorn_worker_requests_total', 'worker_id').length;
-    expect(servedIds).toBeGreaterThanOrEqual(retired.length + 1);
+    const retiredServed = retired.reduce((n, x) => n + total(s, 'gunicorn_worker_requests_total', { worker_id: x.labels.worker_id! }), 0);
+    expect(servedIds).toBeGreaterThanOrEqual(retired.length + (retiredServed < 300 ? 1 : 0));
     expect(servedIds).toBeLessThanOrEqual(retired.length + 2);
     await r.waitRunning(2);
   });
