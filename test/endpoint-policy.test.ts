@@ -7,16 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   EndpointPolicy, MAX_ENDPOINT_LENGTH, OVERFLOW_ENDPOINT, TRUNCATED_MARKER, URL_CACHE_MAX_LENGTH, capEndpoint, normalizePath,
 } from '../src/metrics/labels';
-
-/** i → a distinct word of the letters g..z (never an id: no digits, no hex) */
-function word(i: number): string {
-  let s = '';
-  do {
-    s += String.fromCharCode(103 + (i % 20));
-    i = Math.floor(i / 20);
-  } while (i > 0);
-  return s;
-}
+import { word } from './helpers';
 
 describe('normalizePath', () => {
   it.each([

@@ -194,3 +194,21 @@ export function livePids(app: Proc): string[] {
   const exited = new Set([...app.stdout.matchAll(/^exit (\d+) /gm)].map((m) => m[1]!));
   return forked.filter((p) => !exited.has(p)).sort();
 }
+
+/** i → a distinct word of the letters g..z (never an id: no digits, no hex) */
+export function word(i: number): string {
+  let s = '';
+  do {
+    s += String.fromCharCode(103 + (i % 20));
+    i = Math.floor(i / 20);
+  } while (i > 0);
+  return s;
+}
+
+/** SIGTERM a child started with spawn() (e.g. real gunicorn) and wait until it has exited; nothing if it already has */
+export async function stopChild(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await gone;
+}

@@ -7,21 +7,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import {
-  FIXTURES, REGISTER_CJS, freePort, labelValues, parseMetrics, scrape, scrapeText, select, startNode, total, value, waitFor, waitForHttp, type Proc,
+  FIXTURES, REGISTER_CJS, freePort, labelValues, parseMetrics, scrape, scrapeText, select, startNode, total, value, waitFor, waitForHttp, word, type Proc,
 } from './helpers';
 import { DEFAULT_BUCKETS } from '../src/config';
 import { MAX_ENDPOINT_LENGTH, TRUNCATED_MARKER } from '../src/metrics/labels';
 import { sendAll, type Req } from './http-client';
-
-/** i → a distinct word of the letters g..z (never an id: no digits, no hex) */
-function word(i: number): string {
-  let s = '';
-  do {
-    s += String.fromCharCode(103 + (i % 20));
-    i = Math.floor(i / 20);
-  } while (i > 0);
-  return s;
-}
 
 async function start(fixture: string, env: Record<string, string>): Promise<{ app: Proc; appPort: number; metricsPort: number }> {
   const appPort = await freePort();

@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileS
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FIXTURES, freePort, tmpDir, waitFor } from './helpers';
+import { FIXTURES, freePort, stopChild, tmpDir, waitFor } from './helpers';
 import { startRunner, type Runner } from './runner-helpers';
 
 const APP = join(FIXTURES, 'runner-http.cjs');
@@ -20,11 +20,7 @@ let gunicorn: ChildProcess | undefined;
 afterEach(async () => {
   await runner?.stop();
   runner = undefined;
-  if (gunicorn && gunicorn.exitCode === null) {
-    const gone = new Promise((r) => gunicorn!.once('exit', r));
-    gunicorn.kill('SIGTERM');
-    await gone;
-  }
+  await stopChild(gunicorn);
   gunicorn = undefined;
 });
 
