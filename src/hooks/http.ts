@@ -2,6 +2,7 @@ import diagnostics from 'node:diagnostics_channel';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { methodIndex, type EndpointPolicy } from '../metrics/labels';
 import type { Metrics } from '../metrics/Metrics';
+import { REQUEST_ERROR, statusErrorIndex } from '../metrics/status';
 import type { Series } from '../metrics/store';
 import { ownServers } from '../export/server';
 import { SLOT, captureFastifyRoutes, captureLoadedFrameworkRoutes, resolveEndpoint, rawRequest, type RouteNote } from './routes';
@@ -17,9 +18,6 @@ function nowMs(): number {
   return t[0] * 1e3 + t[1] / 1e6;
 }
 
-/** ERROR_TYPES indices */
-const REQUEST_ERROR = 0;
-const TIMEOUT_ERROR = 1;
 
 const SEEN = Symbol('prefork-otel.seenServer');
 /** SEEN values: the server is observed / is one of ours (its requests are not app traffic) */
@@ -154,7 +152,7 @@ export class HttpObserver {
     if (t0 < 0) return;
     this.inFlight--;
     const status = res.statusCode;
-    const err = status >= 500 ? (status === 504 ? TIMEOUT_ERROR : REQUEST_ERROR) : status === 408 ? TIMEOUT_ERROR : -1;
+    const err = statusErrorIndex(status);
     const seconds = (nowMs() - t0) / 1000;
     const req = m.request;
     const slot = socket ? socket[SLOT] : undefined;

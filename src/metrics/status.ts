@@ -7,13 +7,16 @@ import { ERROR_TYPES, type ErrorType } from './contract';
  * this way.
  */
 export function statusErrorType(status: number): ErrorType | undefined {
-  if (status === 504 || status === 408) return 'TimeoutError';
-  if (status >= 500) return 'RequestError';
-  return undefined;
+  const i = statusErrorIndex(status);
+  return i < 0 ? undefined : ERROR_TYPES[i];
 }
 
-/** The same as an index into ERROR_TYPES (-1: not a failure), for the hot path. */
+/** REQUEST_ERROR / TIMEOUT_ERROR: their indices in ERROR_TYPES (the hot path counts by index) */
+export const REQUEST_ERROR = ERROR_TYPES.indexOf('RequestError');
+export const TIMEOUT_ERROR = ERROR_TYPES.indexOf('TimeoutError');
+
+/** The same as an index into ERROR_TYPES (-1: not a failure): what the HTTP observer uses per request. */
 export function statusErrorIndex(status: number): number {
-  const t = statusErrorType(status);
-  return t === undefined ? -1 : ERROR_TYPES.indexOf(t);
+  if (status >= 500) return status === 504 ? TIMEOUT_ERROR : REQUEST_ERROR;
+  return status === 408 ? TIMEOUT_ERROR : -1;
 }
