@@ -17,7 +17,7 @@
 // request from the throughput part of the same run.
 //
 //   node bench/instructions.mjs [--quick] [--app=http|express] [--variants=bare,prefork,prom]
-//                               [--warmup=N] [--requests=N] [--keep=DIR]
+//                               [--warmup=N] [--requests=N] [--windows=N] [--repeats=N] [--keep=DIR]
 //   --keep=DIR keeps the callgrind dumps (and, with node's --perf-basic-prof, /tmp/perf-PID.map names
 //   the JIT-compiled functions' addresses in them): BENCH_NODE_FLAGS=--perf-basic-prof
 import { spawn, spawnSync } from 'node:child_process';
@@ -30,17 +30,31 @@ import { performance } from 'node:perf_hooks';
 import { APPS, VARIANTS, ensureDebianTool, freePort, has, waitForPort } from './load.mjs';
 
 /**
- * node flags of every counted server. --no-memory-reducer: V8's memory reducer starts full
- * (mark-compact) collections when the allocation rate *per millisecond* is low. Under valgrind a busy
- * server runs ~50× slower and looks idle to it, so without this flag a window may or may not hold a
- * mark-compact a loaded server would never run (one is ≈ 140 million instructions here: ±3,500 a
- * request over a 40,000-request window). Collections caused by allocation still run.
+ * node flags of every counted server.
+ * --no-memory-reducer: V8's memory reducer starts full (mark-compact) collections when the allocation
+ *   rate *per millisecond* is low. Under valgrind a busy server runs ~50× slower and looks idle to it,
+ *   so without this flag a window may or may not hold a mark-compact a loaded server would never run
+ *   (one is ≈ 140 million instructions here: ±3,500 a request over a 40,000-request window).
+ *   Collections caused by allocation still run.
+ * --min-/--max-semi-space-size=2: the same young generation for every variant, the size bare's
+ *   server settles at by itself (and the runner's workers' --max-semi-space-size=2). Left alone, V8
+ *   sizes it from what survived the process's start-up: the preload's start-up (it loads
+ *   OpenTelemetry) left it at 4 MB a semi-space where bare's stayed at 2, so the preload ran half as
+ *   many scavenges (--trace-gc: 19 against 38 per 10,000 requests) and its whole-process figure came
+ *   out *below* bare's; in another run it was the other way round. Both are accidents of start-up,
+ *   not costs of a request; with the size pinned both run the same number of scavenges (75 and 75–76
+ *   per 10,000 at 1 MB), so the GC that is counted is the GC a request's allocations cause.
  */
-const NODE_FLAGS = process.env.BENCH_NO_DEFAULT_FLAGS ? [] : ['--no-memory-reducer'];
+const NODE_FLAGS = process.env.BENCH_NO_DEFAULT_FLAGS ? [] : ['--no-memory-reducer', '--min-semi-space-size=2', '--max-semi-space-size=2'];
 /** how the figure is counted; the regression guard (bench/run.mjs) compares only figures counted alike */
-export const METHOD = 'whole process (callgrind summary, every thread), --no-memory-reducer, consecutive windows after a warm-up';
-/** warm-up and counted requests per app (windows × requests each) */
-const DEFAULTS = { http: { warmup: 40_000, requests: 10_000, windows: 4 }, express: { warmup: 40_000, requests: 5_000, windows: 4 } };
+export const METHOD = 'whole process (callgrind summary, every thread), --no-memory-reducer, young generation pinned (semi-space 2 MB), consecutive windows after a warm-up, median of paired runs';
+/**
+ * warm-up, counted requests per window, windows and repeats per app. A repeat is a new pair of
+ * processes: V8's inlining decisions differ from one process to the next (the same code counted
+ * twice differed by up to ±500 instructions a request, run to run, while windows within a run agree
+ * to ±50), so one pair is one sample and the figure is the median of the pairs' differences.
+ */
+const DEFAULTS = { http: { warmup: 40_000, requests: 10_000, windows: 2, repeats: 3 }, express: { warmup: 40_000, requests: 5_000, windows: 2, repeats: 1 } };
 
 /** valgrind if present (or installable with apt-get as root); else why not */
 export function valgrindAvailable(log = () => {}) {
@@ -205,11 +219,19 @@ function customVariant(spec) {
   return { label: spec.slice(0, i), preload: [spec.slice(i + 1)], env: { PROMETHEUS_BIND_ADDRESS: '127.0.0.1' }, metricsEnv: 'PROMETHEUS_METRICS_PORT' };
 }
 
+const median = (xs) => {
+  const a = [...xs].sort((x, y) => x - y);
+  const m = a.length >> 1;
+  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
+};
+
 /**
- * Runs the variants two at a time (valgrind runs a program on one core) and reports instructions
- * per request and the difference to bare.
+ * Runs the variants two at a time (valgrind runs a program on one core), `repeats` times in new
+ * processes, and reports instructions per request and the difference to bare: for each figure the
+ * median over the repeats, and the difference as the median of the differences of runs made side by
+ * side (bare and the preload in one batch).
  */
-export async function runInstructions({ quick = false, log = console.log, variants = ['bare', 'prefork'], keep, app = 'http', warmup, requests, windows } = {}) {
+export async function runInstructions({ quick = false, log = console.log, variants = ['bare', 'prefork'], keep, app = 'http', warmup, requests, windows, repeats } = {}) {
   const avail = valgrindAvailable(log);
   if (!avail.ok) {
     log(`instructions: skipped: ${avail.why}`);
@@ -219,29 +241,48 @@ export async function runInstructions({ quick = false, log = console.log, varian
   const warm = warmup ?? (quick ? 3_000 : d.warmup);
   const n = requests ?? (quick ? 2_000 : d.requests);
   const w = windows ?? (quick ? 1 : d.windows);
+  const reps = repeats ?? (quick ? 1 : d.repeats);
   const dir = keep ?? mkdtempSync(join(os.tmpdir(), 'prefork-otel-callgrind-'));
-  const out = { method: METHOD, date: new Date().toISOString(), app, warmup: warm, requests: n * w, windows: w, nodeFlags: ['--single-threaded', ...NODE_FLAGS], variants: {} };
+  const out = { method: METHOD, date: new Date().toISOString(), app, warmup: warm, requests: n * w, windows: w, repeats: reps, nodeFlags: ['--single-threaded', ...NODE_FLAGS], variants: {} };
+  const runs = Object.fromEntries(variants.map((v) => [v.split(':')[0], []]));
   try {
-    for (let i = 0; i < variants.length; i += 2) {
-      const batch = variants.slice(i, i + 2);
-      const res = await Promise.all(batch.map((v) => measureOne(v, { warm, n, windows: w, dir, app })));
-      batch.forEach((v, j) => { out.variants[v.split(':')[0]] = res[j]; });
+    for (let r = 0; r < reps; r++) {
+      for (let i = 0; i < variants.length; i += 2) {
+        const batch = variants.slice(i, i + 2);
+        const res = await Promise.all(batch.map((v) => measureOne(v, { warm, n, windows: w, dir, app })));
+        batch.forEach((v, j) => { runs[v.split(':')[0]].push(res[j]); });
+      }
+      if (reps > 1) log(`instructions: repeat ${r + 1} of ${reps}: ${Object.entries(runs).map(([k, x]) => `${k} ${Math.round(x[r].totalPerRequest)}`).join(', ')}`);
     }
   } finally {
     if (!keep) rmSync(dir, { recursive: true, force: true });
   }
-  const bare = out.variants.bare;
+  for (const [k, rs] of Object.entries(runs)) {
+    const m = (key) => median(rs.map((x) => x[key]));
+    out.variants[k] = {
+      label: rs[0].label, requests: rs[0].requests, warmup: warm, pids: rs.map((x) => x.pid),
+      totalPerRequest: m('totalPerRequest'), runsPerRequest: rs.map((x) => Math.round(x.totalPerRequest)),
+      windowsPerRequest: rs.flatMap((x) => x.windowsPerRequest),
+      gcPerRequest: m('gcPerRequest'), scavengePerRequest: m('scavengePerRequest'), markCompactPerRequest: m('markCompactPerRequest'),
+      markCompactWindows: rs.reduce((a, x) => a + x.markCompactWindows, 0), compilePerRequest: m('compilePerRequest'),
+      seconds: rs.reduce((a, x) => a + x.seconds, 0),
+    };
+  }
+  const bareRuns = runs.bare;
   for (const [k, v] of Object.entries(out.variants)) {
-    if (bare && k !== 'bare') {
+    if (bareRuns && k !== 'bare') {
+      const rs = runs[k];
       // everything the process executed, per request: the figure a user's process pays
-      v.addedPerRequest = v.totalPerRequest - bare.totalPerRequest;
-      v.ratioToBare = v.totalPerRequest / bare.totalPerRequest;
-      // without garbage collection: what the code determines. GC comes in whole scavenges (≈ 5 million
-      // instructions each, one every ≈ 2,500 requests), so one more or fewer in a window moves the
-      // figure by ≈ 5,000,000 ÷ requests counted; the regression guard watches this part
-      v.addedWithoutGcPerRequest = (v.totalPerRequest - v.gcPerRequest) - (bare.totalPerRequest - bare.gcPerRequest);
+      v.addedRuns = rs.map((x, i) => x.totalPerRequest - bareRuns[i].totalPerRequest);
+      v.addedPerRequest = median(v.addedRuns);
+      v.ratioToBare = v.totalPerRequest / out.variants.bare.totalPerRequest;
+      // without garbage collection: what the code determines (with the young generation pinned, GC
+      // differs only by what the requests allocate)
+      v.addedWithoutGcRuns = rs.map((x, i) => (x.totalPerRequest - x.gcPerRequest) - (bareRuns[i].totalPerRequest - bareRuns[i].gcPerRequest));
+      v.addedWithoutGcPerRequest = median(v.addedWithoutGcRuns);
     }
-    log(`instructions ${v.label}: ${Math.round(v.totalPerRequest)} per request over ${v.requests} (windows of ${n}: ${v.windowsPerRequest.join(', ')}; GC ${Math.round(v.gcPerRequest)} of it, mark-compact in ${v.markCompactWindows} windows; JIT ${Math.round(v.compilePerRequest)})${v.addedPerRequest !== undefined ? `; +${Math.round(v.addedPerRequest)} (${((v.ratioToBare - 1) * 100).toFixed(1)} %) vs bare` : ''}`);
+    const runsText = v.addedRuns ? ` (runs: ${v.addedRuns.map((x) => `${x >= 0 ? '+' : ''}${Math.round(x)}`).join(', ')})` : '';
+    log(`instructions ${v.label}: ${Math.round(v.totalPerRequest)} per request, median of ${reps} runs of ${v.requests} (${v.runsPerRequest.join(', ')}; windows of ${n}: ${v.windowsPerRequest.join(', ')}; GC ${Math.round(v.gcPerRequest)} of it, mark-compact in ${v.markCompactWindows} windows; JIT ${Math.round(v.compilePerRequest)})${v.addedPerRequest !== undefined ? `; ${v.addedPerRequest >= 0 ? '+' : ''}${Math.round(v.addedPerRequest)} (${((v.ratioToBare - 1) * 100).toFixed(1)} %) vs bare${runsText}` : ''}`);
   }
   return out;
 }
@@ -253,6 +294,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   if (k) mkdirSync(k.slice(7), { recursive: true });
   const num = (name) => { const x = a.find((y) => y.startsWith(`--${name}=`)); return x ? Number(x.slice(name.length + 3)) : undefined; };
   const app = a.find((x) => x.startsWith('--app='))?.slice(6) ?? 'http';
-  const r = await runInstructions({ quick: a.includes('--quick'), variants: v ? v.slice(11).split(',') : undefined, keep: k?.slice(7), app, warmup: num('warmup'), requests: num('requests'), windows: num('windows') });
+  const r = await runInstructions({ quick: a.includes('--quick'), variants: v ? v.slice(11).split(',') : undefined, keep: k?.slice(7), app, warmup: num('warmup'), requests: num('requests'), windows: num('windows'), repeats: num('repeats') });
   console.log(JSON.stringify(r, null, 2));
 }

@@ -290,10 +290,12 @@ function renderTables(r) {
     const ins = r[key];
     if (ins?.variants) {
       const us = key === 'instructions' ? usPerInstruction(r) : undefined;
-      add(`Instructions per request, counted by callgrind (${what} hello world; whole process: every thread, JIT, GC, timers; ${ins.windows} windows × ${ins.requests / ins.windows} requests after ${ins.warmup} to warm up${ins.note ? `; ${ins.note}` : ''})`,
-        ['variant', 'per request', 'per window', 'of it GC', 'mark-compact (windows with one)', 'of it JIT compilation', 'added', 'added without GC', '× bare', `≈ added µs${us ? ` (at ${f(us * 1000, 3)} ns per instruction)` : ''}`],
-        Object.values(ins.variants).map((v) => [v.label, Math.round(v.totalPerRequest), (v.windowsPerRequest ?? []).join(' / '), Math.round(v.gcPerRequest), `${Math.round(v.markCompactPerRequest ?? 0)} (${v.markCompactWindows ?? 0})`, Math.round(v.compilePerRequest),
-          v.addedPerRequest === undefined ? '' : `${v.addedPerRequest >= 0 ? '+' : ''}${Math.round(v.addedPerRequest)}`,
+      const reps = ins.repeats ?? 1;
+      const signed = (x) => `${x >= 0 ? '+' : ''}${Math.round(x)}`;
+      add(`Instructions per request, counted by callgrind (${what} hello world; whole process: every thread, JIT, GC, timers; ${reps > 1 ? `median of ${reps} runs, each ` : ''}${ins.windows} windows × ${ins.requests / ins.windows} requests after ${ins.warmup} to warm up${ins.nodeFlags?.some((x) => x.startsWith('--max-semi-space-size')) ? '; young generation pinned for every variant' : ''}${ins.note ? `; ${ins.note}` : ''})`,
+        ['variant', 'per request', 'per run', 'per window', 'of it GC', 'mark-compact (windows with one)', 'of it JIT compilation', 'added', 'added per run', 'added without GC', '× bare', `≈ added µs${us ? ` (at ${f(us * 1000, 3)} ns per instruction)` : ''}`],
+        Object.values(ins.variants).map((v) => [v.label, Math.round(v.totalPerRequest), (v.runsPerRequest ?? [Math.round(v.totalPerRequest)]).join(' / '), (v.windowsPerRequest ?? []).join(' / '), Math.round(v.gcPerRequest), `${Math.round(v.markCompactPerRequest ?? 0)} (${v.markCompactWindows ?? 0})`, Math.round(v.compilePerRequest),
+          v.addedPerRequest === undefined ? '' : signed(v.addedPerRequest), v.addedRuns ? v.addedRuns.map(signed).join(' / ') : '',
           v.addedWithoutGcPerRequest === undefined ? '' : `${v.addedWithoutGcPerRequest >= 0 ? '+' : ''}${Math.round(v.addedWithoutGcPerRequest)}`, v.ratioToBare === undefined ? '' : f(v.ratioToBare, 3),
           v.addedPerRequest === undefined || !us ? '' : f(v.addedPerRequest * us, 2)]));
     } else if (ins?.skipped) {

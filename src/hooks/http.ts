@@ -78,7 +78,43 @@ export class HttpObserver {
   /** requests started and not yet recorded (finished or aborted) */
   inFlight = 0;
   private readonly started = (m: unknown) => this.onStart(m as ChannelMessage);
-  private readonly finished = (m: unknown) => this.onFinish(m as ChannelMessage);
+  /**
+   * The finish handler is the subscriber itself, not an arrow that calls a method: it is too large for
+   * V8 to inline into the channel's publish, so a wrapper would be one more call per request (≈ 30
+   * instructions in the callgrind diff). `started` stays a wrapper: V8 inlines onStart into it.
+   */
+  private readonly finished = (msg: unknown): void => {
+    const m = msg as ChannelMessage;
+    const res = m.response;
+    const socket = m.socket;
+    const t0 = this.take(socket, res);
+    if (t0 < 0) return;
+    this.inFlight--;
+    const status = res.statusCode;
+    const err = statusErrorIndex(status);
+    const seconds = (nowMs() - t0) / 1000;
+    const req = m.request;
+    const slot = socket ? socket[SLOT] : undefined;
+    if (slot !== undefined) {
+      const url = rawRequest(req);
+      if (url !== undefined) {
+        const method = req.method;
+        if (url !== slot.url || method !== slot.method) {
+          const mi = methodIndex(method);
+          const endpoint = this.policy.fromUrl(url);
+          slot.method = method;
+          slot.url = url;
+          slot.mi = mi;
+          slot.endpoint = endpoint;
+          slot.series = this.metrics.fastSeries(mi, endpoint);
+        }
+        this.metrics.record(slot.mi, slot.series, slot.endpoint, seconds, err);
+        this.after(req, res, seconds);
+        return;
+      }
+    }
+    this.record(req, res, seconds, err);
+  };
   /** a socket's 'close' (this = the socket): its unfinished requests were aborted */
   private readonly socketClosed: (this: Sock) => void;
   /** a response's 'close', for the rare request published without its socket */
@@ -143,38 +179,6 @@ export class HttpObserver {
       res.on('close', this.closed);
     }
     if (this.hooks.preRequest) this.hooks.preRequest(m.request, res);
-  }
-
-  private onFinish(m: ChannelMessage): void {
-    const res = m.response;
-    const socket = m.socket;
-    const t0 = this.take(socket, res);
-    if (t0 < 0) return;
-    this.inFlight--;
-    const status = res.statusCode;
-    const err = statusErrorIndex(status);
-    const seconds = (nowMs() - t0) / 1000;
-    const req = m.request;
-    const slot = socket ? socket[SLOT] : undefined;
-    if (slot !== undefined) {
-      const url = rawRequest(req);
-      if (url !== undefined) {
-        const method = req.method;
-        if (url !== slot.url || method !== slot.method) {
-          const mi = methodIndex(method);
-          const endpoint = this.policy.fromUrl(url);
-          slot.method = method;
-          slot.url = url;
-          slot.mi = mi;
-          slot.endpoint = endpoint;
-          slot.series = this.metrics.fastSeries(mi, endpoint);
-        }
-        this.metrics.record(slot.mi, slot.series, slot.endpoint, seconds, err);
-        this.after(req, res, seconds);
-        return;
-      }
-    }
-    this.record(req, res, seconds, err);
   }
 
   /**

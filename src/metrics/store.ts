@@ -57,7 +57,10 @@ export class RequestStore {
   observe(s: Series, seconds: number, errorIdx: number): void {
     s.count++;
     s.sum += seconds;
-    s.buckets[bucketIndex(this.boundaries, seconds)]!++;
+    // the first bucket checked here: most requests fall in it, and V8 does not inline bucketIndex
+    // this deep (its call was ≈ 40 instructions a request in the callgrind diff)
+    const b = this.boundaries;
+    s.buckets[seconds <= b[0]! ? 0 : bucketIndex(b, seconds)]!++;
     if (errorIdx >= 0) {
       s.failed[errorIdx]!++;
       s.errors[errorIdx]!++;
