@@ -17,17 +17,18 @@
 // request from the throughput part of the same run.
 //
 //   node bench/instructions.mjs [--quick] [--app=http|express] [--variants=bare,prefork,prom]
-//                               [--warmup=N] [--requests=N] [--windows=N] [--repeats=N] [--keep=DIR]
+//                               [--warmup=N] [--requests=N] [--windows=N] [--repeats=N] [--no-pin-young] [--keep=DIR]
 //   --keep=DIR keeps the callgrind dumps (and, with node's --perf-basic-prof, /tmp/perf-PID.map names
 //   the JIT-compiled functions' addresses in them): BENCH_NODE_FLAGS=--perf-basic-prof
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { APPS, VARIANTS, ensureDebianTool, freePort, has, waitForPort } from './load.mjs';
+import { selfCosts } from './callgrind-diff.mjs';
 
 /**
  * node flags of every counted server.
@@ -46,6 +47,7 @@ import { APPS, VARIANTS, ensureDebianTool, freePort, has, waitForPort } from './
  *   per 10,000 at 1 MB), so the GC that is counted is the GC a request's allocations cause.
  */
 const NODE_FLAGS = process.env.BENCH_NO_DEFAULT_FLAGS ? [] : ['--no-memory-reducer', '--min-semi-space-size=2', '--max-semi-space-size=2'];
+const PIN_YOUNG = /^--(min|max)-semi-space-size=/;
 /** how the figure is counted; the regression guard (bench/run.mjs) compares only figures counted alike */
 export const METHOD = 'whole process (callgrind summary, every thread), --no-memory-reducer, young generation pinned (semi-space 2 MB), consecutive windows after a warm-up, median of paired runs';
 /**
@@ -54,7 +56,7 @@ export const METHOD = 'whole process (callgrind summary, every thread), --no-mem
  * twice differed by up to ±500 instructions a request, run to run, while windows within a run agree
  * to ±50), so one pair is one sample and the figure is the median of the pairs' differences.
  */
-const DEFAULTS = { http: { warmup: 40_000, requests: 10_000, windows: 2, repeats: 3 }, express: { warmup: 40_000, requests: 5_000, windows: 2, repeats: 1 } };
+const DEFAULTS = { http: { warmup: 40_000, requests: 10_000, windows: 2, repeats: 5 }, express: { warmup: 60_000, requests: 5_000, windows: 4, repeats: 1 } };
 
 /** valgrind if present (or installable with apt-get as root); else why not */
 export function valgrindAvailable(log = () => {}) {
@@ -134,14 +136,17 @@ export function splitDump(file) {
   return { total: summary, compile: top.opt + top.osr + top.baseline, gc: top.gc, scavenge: top.scavenge, markCompact: top.markCompact };
 }
 
-async function measureOne(variant, { warm, n, windows, dir, app }) {
+async function measureOne(variant, { warm, n, windows, dir, app, flags, keepDumps }) {
   const v = VARIANTS[variant] ?? customVariant(variant);
   const port = await freePort();
   const metricsPort = String(await freePort());
   // the same variants as the throughput part (bench/load.mjs), without its probe
   const env = { ...process.env, NODE_OPTIONS: '', PORT: String(port), BENCH_METRICS_PORT: metricsPort, ...v.env };
   if (v.metricsEnv) env[v.metricsEnv] = metricsPort;
-  const nodeArgs = ['--single-threaded', ...NODE_FLAGS, ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...v.preload.flatMap((p) => ['-r', p]), APPS[app]];
+  // --perf-basic-prof: V8 names its compiled code in /tmp/perf-PID.map, so that the instructions spent in
+  // prefork-otel's own functions can be told apart (it writes only when code is compiled: not in the windows)
+  const extra = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = ['--single-threaded', ...flags, ...(extra.includes('--perf-basic-prof') ? [] : ['--perf-basic-prof']), ...extra, ...v.preload.flatMap((p) => ['-r', p]), APPS[app]];
   const name = variant.replace(/[^A-Za-z0-9_-]/g, '_');
   const out = join(dir, `${name}.%p`);
   const child = spawn('valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`, '--smc-check=all-non-file', '-q', process.execPath, ...nodeArgs],
@@ -182,7 +187,23 @@ async function measureOne(variant, { warm, n, windows, dir, app }) {
   child.kill('SIGTERM');
   await exited;
   if (stdout) writeFileSync(join(dir, `${name}.${child.pid}.stdout`), stdout);
-  return { label: v.label, ...summariseDumps(dir, name, child.pid, windows, n, warm), seconds: (performance.now() - started) / 1000, windowSeconds: windowMs.map((x) => +(x / 1000).toFixed(1)) };
+  const own = v.preload.length ? ownPerRequest(dir, name, child.pid, windows, n, dirname(v.preload[0])) : undefined;
+  if (!keepDumps) rmSync(`/tmp/perf-${child.pid}.map`, { force: true });
+  return { label: v.label, ...summariseDumps(dir, name, child.pid, windows, n, warm), ...(own !== undefined ? { ownPerRequest: own } : {}), seconds: (performance.now() - started) / 1000, windowSeconds: windowMs.map((x) => +(x / 1000).toFixed(1)) };
+}
+
+/**
+ * Instructions a request spent in the preload's own JavaScript functions (self cost of the compiled
+ * code whose source is under `ownDir`, named from the perf map), over the counted windows. Unlike the
+ * whole-process figure this does not move between runs of the same code (±5 a request), so the
+ * regression guard checks it as well.
+ */
+function ownPerRequest(dir, name, pid, windows, n, ownDir) {
+  let sum = 0;
+  for (let w = 1; w <= windows; w++) {
+    for (const [fn, cost] of selfCosts(join(dir, `${name}.${pid}.${w}`)).costs) if (fn.startsWith('JS:') && fn.includes(`${ownDir}/`.replace(/\/cjs\/$|\/esm\/$/, '/'))) sum += cost;
+  }
+  return sum / (n * windows);
 }
 
 /**
@@ -231,7 +252,9 @@ const median = (xs) => {
  * median over the repeats, and the difference as the median of the differences of runs made side by
  * side (bare and the preload in one batch).
  */
-export async function runInstructions({ quick = false, log = console.log, variants = ['bare', 'prefork'], keep, app = 'http', warmup, requests, windows, repeats } = {}) {
+export async function runInstructions({ quick = false, log = console.log, variants = ['bare', 'prefork'], keep, app = 'http', warmup, requests, windows, repeats, pinYoung = true } = {}) {
+  // pinYoung: false leaves the young generation to V8 (the figure a process started as it is gets, start-up accidents included)
+  const flags = pinYoung ? NODE_FLAGS : NODE_FLAGS.filter((x) => !PIN_YOUNG.test(x));
   const avail = valgrindAvailable(log);
   if (!avail.ok) {
     log(`instructions: skipped: ${avail.why}`);
@@ -243,13 +266,13 @@ export async function runInstructions({ quick = false, log = console.log, varian
   const w = windows ?? (quick ? 1 : d.windows);
   const reps = repeats ?? (quick ? 1 : d.repeats);
   const dir = keep ?? mkdtempSync(join(os.tmpdir(), 'prefork-otel-callgrind-'));
-  const out = { method: METHOD, date: new Date().toISOString(), app, warmup: warm, requests: n * w, windows: w, repeats: reps, nodeFlags: ['--single-threaded', ...NODE_FLAGS], variants: {} };
+  const out = { method: pinYoung ? METHOD : `${METHOD} (young generation not pinned)`, date: new Date().toISOString(), app, warmup: warm, requests: n * w, windows: w, repeats: reps, nodeFlags: ['--single-threaded', ...flags], variants: {} };
   const runs = Object.fromEntries(variants.map((v) => [v.split(':')[0], []]));
   try {
     for (let r = 0; r < reps; r++) {
       for (let i = 0; i < variants.length; i += 2) {
         const batch = variants.slice(i, i + 2);
-        const res = await Promise.all(batch.map((v) => measureOne(v, { warm, n, windows: w, dir, app })));
+        const res = await Promise.all(batch.map((v) => measureOne(v, { warm, n, windows: w, dir, app, flags, keepDumps: !!keep })));
         batch.forEach((v, j) => { runs[v.split(':')[0]].push(res[j]); });
       }
       if (reps > 1) log(`instructions: repeat ${r + 1} of ${reps}: ${Object.entries(runs).map(([k, x]) => `${k} ${Math.round(x[r].totalPerRequest)}`).join(', ')}`);
@@ -265,6 +288,7 @@ export async function runInstructions({ quick = false, log = console.log, varian
       windowsPerRequest: rs.flatMap((x) => x.windowsPerRequest),
       gcPerRequest: m('gcPerRequest'), scavengePerRequest: m('scavengePerRequest'), markCompactPerRequest: m('markCompactPerRequest'),
       markCompactWindows: rs.reduce((a, x) => a + x.markCompactWindows, 0), compilePerRequest: m('compilePerRequest'),
+      ...(rs[0].ownPerRequest !== undefined ? { ownPerRequest: m('ownPerRequest'), ownRuns: rs.map((x) => Math.round(x.ownPerRequest)) } : {}),
       seconds: rs.reduce((a, x) => a + x.seconds, 0),
     };
   }
@@ -282,7 +306,7 @@ export async function runInstructions({ quick = false, log = console.log, varian
       v.addedWithoutGcPerRequest = median(v.addedWithoutGcRuns);
     }
     const runsText = v.addedRuns ? ` (runs: ${v.addedRuns.map((x) => `${x >= 0 ? '+' : ''}${Math.round(x)}`).join(', ')})` : '';
-    log(`instructions ${v.label}: ${Math.round(v.totalPerRequest)} per request, median of ${reps} runs of ${v.requests} (${v.runsPerRequest.join(', ')}; windows of ${n}: ${v.windowsPerRequest.join(', ')}; GC ${Math.round(v.gcPerRequest)} of it, mark-compact in ${v.markCompactWindows} windows; JIT ${Math.round(v.compilePerRequest)})${v.addedPerRequest !== undefined ? `; ${v.addedPerRequest >= 0 ? '+' : ''}${Math.round(v.addedPerRequest)} (${((v.ratioToBare - 1) * 100).toFixed(1)} %) vs bare${runsText}` : ''}`);
+    log(`instructions ${v.label}: ${Math.round(v.totalPerRequest)} per request, median of ${reps} runs of ${v.requests} (${v.runsPerRequest.join(', ')}; windows of ${n}: ${v.windowsPerRequest.join(', ')}; GC ${Math.round(v.gcPerRequest)} of it, mark-compact in ${v.markCompactWindows} windows; JIT ${Math.round(v.compilePerRequest)}${v.ownPerRequest !== undefined ? `; in prefork-otel's own functions ${Math.round(v.ownPerRequest)}` : ''})${v.addedPerRequest !== undefined ? `; ${v.addedPerRequest >= 0 ? '+' : ''}${Math.round(v.addedPerRequest)} (${((v.ratioToBare - 1) * 100).toFixed(1)} %) vs bare${runsText}` : ''}`);
   }
   return out;
 }
@@ -294,6 +318,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   if (k) mkdirSync(k.slice(7), { recursive: true });
   const num = (name) => { const x = a.find((y) => y.startsWith(`--${name}=`)); return x ? Number(x.slice(name.length + 3)) : undefined; };
   const app = a.find((x) => x.startsWith('--app='))?.slice(6) ?? 'http';
-  const r = await runInstructions({ quick: a.includes('--quick'), variants: v ? v.slice(11).split(',') : undefined, keep: k?.slice(7), app, warmup: num('warmup'), requests: num('requests'), windows: num('windows'), repeats: num('repeats') });
+  const r = await runInstructions({ quick: a.includes('--quick'), variants: v ? v.slice(11).split(',') : undefined, keep: k?.slice(7), app, warmup: num('warmup'), requests: num('requests'), windows: num('windows'), repeats: num('repeats'), pinYoung: !a.includes('--no-pin-young') });
   console.log(JSON.stringify(r, null, 2));
 }
