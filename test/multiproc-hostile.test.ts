@@ -193,6 +193,25 @@ describe('the writer: full disk, planted links, the directory check, file modes'
     }
   });
 
+  it('an exit in the middle of an asynchronous write leaves no temporary file behind', () => {
+    // the exit's synchronous final write used to leave the cut-short write's .tmp file in the shared directory
+    const dir = tmpDir('prefork-otel-midwrite-');
+    try {
+      const r = spawnSync(process.execPath, [join(FIXTURES, 'multiproc-exit-mid-write.cjs')], {
+        env: { ...process.env, NODE_OPTIONS: '', MP: join(REGISTER_CJS, '../export/multiproc.js'), DIR: dir }, encoding: 'utf8', timeout: 30_000,
+      });
+      expect(r.status).toBe(0);
+      // the race really happened: the asynchronous write's temporary file existed at the exit
+      expect(r.stdout).toBe('tmp before exit: 1\n');
+      // only the final file: nothing else, in particular no `.…tmp`
+      const names = readdirSync(dir);
+      expect(names).toHaveLength(1);
+      expect(names[0]!.endsWith(`_${r.pid}.json`)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('links planted at the temporary names of the old predictable scheme are never followed', async () => {
     const dir = tmpDir('prefork-otel-tmplink-');
     const victim = join(tmpDir('prefork-otel-victim-'), 'secret');

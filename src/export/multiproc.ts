@@ -307,20 +307,40 @@ function tmpName(dir: string, name: string): string {
   return join(dir, `.${name}.${randomBytes(9).toString('base64url')}.tmp`);
 }
 
+/**
+ * Temporary files of asynchronous writes under way. The process can exit in the middle of one (the
+ * final snapshot is written synchronously at exit, and the pending write never resumes): the exit
+ * removes them, so that no `.tmp` file is left behind in the shared directory.
+ */
+const pendingTmp = new Set<string>();
+
+/** Remove the temporary files of writes an exit cut short (synchronous: called at process exit). */
+function removePendingTmp(): void {
+  for (const tmp of pendingTmp) {
+    try { unlinkSync(tmp); } catch { /* renamed or removed meanwhile */ }
+  }
+  pendingTmp.clear();
+}
+
 /** Write `f` as `name` in `dir` atomically (readers see the old file or the new one, never a part). */
 async function writeAtomic(dir: string, name: string, f: MultiprocFile): Promise<void> {
   const tmp = tmpName(dir, name);
-  const fh = await open(tmp, CREATE_FLAGS, 0o666);
+  pendingTmp.add(tmp);
   try {
+    const fh = await open(tmp, CREATE_FLAGS, 0o666);
     try {
-      await fh.writeFile(JSON.stringify(f));
-    } finally {
-      await fh.close();
+      try {
+        await fh.writeFile(JSON.stringify(f));
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, join(dir, name));
+    } catch (e) {
+      await unlink(tmp).catch(() => undefined);
+      throw e;
     }
-    await rename(tmp, join(dir, name));
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
+  } finally {
+    pendingTmp.delete(tmp);
   }
 }
 
@@ -406,13 +426,18 @@ const MIN_ASKED_GAP_MS = 50;
 
 async function writeMarker(dir: string): Promise<void> {
   const tmp = tmpName(dir, SCRAPE_MARKER);
-  const fh = await open(tmp, CREATE_FLAGS, 0o666);
+  pendingTmp.add(tmp);
   try {
-    await fh.close();
-    await rename(tmp, join(dir, SCRAPE_MARKER));
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
+    const fh = await open(tmp, CREATE_FLAGS, 0o666);
+    try {
+      await fh.close();
+      await rename(tmp, join(dir, SCRAPE_MARKER));
+    } catch (e) {
+      await unlink(tmp).catch(() => undefined);
+      throw e;
+    }
+  } finally {
+    pendingTmp.delete(tmp);
   }
 }
 
@@ -536,6 +561,7 @@ export class MultiprocWriter {
     } catch (e) {
       this.failed(e);
     }
+    removePendingTmp();
   }
 }
 
