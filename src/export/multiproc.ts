@@ -322,15 +322,18 @@ function removePendingTmp(): void {
   pendingTmp.clear();
 }
 
-/** Write `f` as `name` in `dir` atomically (readers see the old file or the new one, never a part). */
-async function writeAtomic(dir: string, name: string, f: MultiprocFile): Promise<void> {
+/**
+ * Create a temporary file in `dir`, let `fill` write it, and rename it to `name` (readers see the old
+ * file or the new one, never a part); on failure the temporary file is removed.
+ */
+async function viaTmp(dir: string, name: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
   const tmp = tmpName(dir, name);
   pendingTmp.add(tmp);
   try {
     const fh = await open(tmp, CREATE_FLAGS, 0o666);
     try {
       try {
-        await fh.writeFile(JSON.stringify(f));
+        await fill(fh);
       } finally {
         await fh.close();
       }
@@ -342,6 +345,11 @@ async function writeAtomic(dir: string, name: string, f: MultiprocFile): Promise
   } finally {
     pendingTmp.delete(tmp);
   }
+}
+
+/** Write `f` as `name` in `dir` atomically. */
+function writeAtomic(dir: string, name: string, f: MultiprocFile): Promise<void> {
+  return viaTmp(dir, name, (fh) => fh.writeFile(JSON.stringify(f)));
 }
 
 function writeAtomicSync(dir: string, name: string, f: MultiprocFile): void {
@@ -424,21 +432,8 @@ export const SCRAPE_MARKER = '.prefork-otel-scrape';
 /** A writer answers marker events at most this often (someone touching the marker in a loop costs this much). */
 const MIN_ASKED_GAP_MS = 50;
 
-async function writeMarker(dir: string): Promise<void> {
-  const tmp = tmpName(dir, SCRAPE_MARKER);
-  pendingTmp.add(tmp);
-  try {
-    const fh = await open(tmp, CREATE_FLAGS, 0o666);
-    try {
-      await fh.close();
-      await rename(tmp, join(dir, SCRAPE_MARKER));
-    } catch (e) {
-      await unlink(tmp).catch(() => undefined);
-      throw e;
-    }
-  } finally {
-    pendingTmp.delete(tmp);
-  }
+function writeMarker(dir: string): Promise<void> {
+  return viaTmp(dir, SCRAPE_MARKER, async () => undefined);
 }
 
 // ---------------------------------------------------------------------------------------------
