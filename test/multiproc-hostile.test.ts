@@ -212,6 +212,19 @@ describe('the writer: full disk, planted links, the directory check, file modes'
     }
   });
 
+  it('close() (run before a signal is re-raised, when no exit hook runs) stops the writes and leaves no temporary file', () => {
+    const dir = tmpDir('prefork-otel-close-');
+    try {
+      const r = spawnSync(process.execPath, [join(FIXTURES, 'multiproc-close.cjs')], {
+        env: { ...process.env, NODE_OPTIONS: '', MP: join(REGISTER_CJS, '../export/multiproc.js'), DIR: dir }, encoding: 'utf8', timeout: 30_000,
+      });
+      expect(r.status).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ tmpAtClose: 0, rewritten: false, files: 1 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('links planted at the temporary names of the old predictable scheme are never followed', async () => {
     const dir = tmpDir('prefork-otel-tmplink-');
     const victim = join(tmpDir('prefork-otel-victim-'), 'secret');

@@ -548,6 +548,17 @@ export class MultiprocWriter {
     return next;
   }
 
+  /**
+   * Before the process ends by re-raising a signal (no 'exit' event, so no writeFinalSync): no new
+   * write starts, the queued ones finish, and the temporary files of any still under way (a scrape's
+   * marker) are removed, so that none is left in the shared directory.
+   */
+  async close(): Promise<void> {
+    this.stop();
+    await this.chain;
+    removePendingTmp();
+  }
+
   /** At `process.exit()`: the last snapshot with `fresh` (read synchronously) in it, written synchronously, as ended. */
   writeFinalSync(fresh: ScopeMetrics): void {
     this.stop();

@@ -29,6 +29,11 @@ export interface FinalFlush {
   flush(): Promise<void>;
   /** synchronous last resort on 'exit' */
   flushSync(): void;
+  /**
+   * After the flush, before a signal is re-raised (the process then ends without an 'exit' event):
+   * settle what is still under way (the multiproc writer's files). Bounded by `timeoutMs`.
+   */
+  close?(): Promise<void>;
 }
 
 const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
@@ -66,7 +71,8 @@ export function flushOnProcessEnd(f: FinalFlush, timeoutMs: number): void {
   let ending: Promise<void> | undefined;
   const beforeSignalExit = (sig: NodeJS.Signals) => (ending ??= (f.drain ? f.drain(sig) : Promise.resolve())
     .catch(() => undefined)
-    .then(() => withDeadline(bounded().then(() => shutdownTelemetry()), timeoutMs)));
+    .then(() => withDeadline(bounded().then(() => shutdownTelemetry()), timeoutMs))
+    .then(() => (f.close ? withDeadline(f.close(), timeoutMs) : undefined)));
 
   for (const sig of SIGNALS) {
     const onSignal = () => {

@@ -36,6 +36,7 @@ export function startMultiproc(config: ExporterConfig, env: Record<string, strin
   flushOnProcessEnd({
     flush: () => writer.write(),
     flushSync: () => writer.writeFinalSync(watch.freshSync()),
+    close: () => writer.close(),
   }, endTimeoutMs(config));
   if (!config.exporters.includes('prometheus')) return;
 
