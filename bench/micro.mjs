@@ -105,6 +105,9 @@ export async function runMicro({ quick = false, log = console.log } = {}) {
     { name: 'prom-client counter+histogram', fn: requests, before: () => prom.start(), after: () => prom.stop() },
   ];
   const per = await rounds(requestTasks, opts);
+  // the timed observer really recorded: every request it saw is in its store, none in flight
+  const counted = fast.metrics.store.all.reduce((a, x) => a + x.count, 0);
+  if (counted === 0 || counted % BATCH !== 0 || fast.inFlight !== 0) throw new Error(`micro: the fast observer recorded ${counted} requests (${fast.inFlight} in flight): not whole batches of ${BATCH}`);
   const bare = per.bare;
   const request = {};
   for (const t of requestTasks) {
