@@ -27,7 +27,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { APPS, VARIANTS, ensureDebianTool, freePort, has, waitForPort } from './load.mjs';
+import { APPS, VARIANTS, ensureDebianTool, freePort, has, median, waitForPort } from './load.mjs';
 import { selfCosts } from './callgrind-diff.mjs';
 
 /**
@@ -199,9 +199,11 @@ async function measureOne(variant, { warm, n, windows, dir, app, flags, keepDump
  * regression guard checks it as well.
  */
 function ownPerRequest(dir, name, pid, windows, n, ownDir) {
+  // the build's root (dist/, not only dist/cjs/): the ESM wrappers are ours too
+  const root = `${ownDir.replace(/\/(cjs|esm)$/, '')}/`;
   let sum = 0;
   for (let w = 1; w <= windows; w++) {
-    for (const [fn, cost] of selfCosts(join(dir, `${name}.${pid}.${w}`)).costs) if (fn.startsWith('JS:') && fn.includes(`${ownDir}/`.replace(/\/cjs\/$|\/esm\/$/, '/'))) sum += cost;
+    for (const [fn, cost] of selfCosts(join(dir, `${name}.${pid}.${w}`)).costs) if (fn.startsWith('JS:') && fn.includes(root)) sum += cost;
   }
   return sum / (n * windows);
 }
@@ -239,12 +241,6 @@ function customVariant(spec) {
   if (i < 0) throw new Error(`unknown variant ${spec}: expected one of ${Object.keys(VARIANTS).join(', ')} or name:/path/to/register.js`);
   return { label: spec.slice(0, i), preload: [spec.slice(i + 1)], env: { PROMETHEUS_BIND_ADDRESS: '127.0.0.1' }, metricsEnv: 'PROMETHEUS_METRICS_PORT' };
 }
-
-const median = (xs) => {
-  const a = [...xs].sort((x, y) => x - y);
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
-};
 
 /**
  * Runs the variants two at a time (valgrind runs a program on one core), `repeats` times in new

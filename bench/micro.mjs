@@ -9,6 +9,7 @@ import { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
+import { median } from './load.mjs';
 
 const require = createRequire(import.meta.url);
 const dist = (p) => fileURLToPath(new URL(`../dist/cjs/${p}`, import.meta.url));
@@ -69,12 +70,6 @@ function promSubscribers() {
     start() { diagnostics.subscribe('http.server.request.start', onStart); diagnostics.subscribe('http.server.response.finish', onFinish); },
     stop() { diagnostics.unsubscribe('http.server.request.start', onStart); diagnostics.unsubscribe('http.server.response.finish', onFinish); },
   };
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
 /** ns per request of each task, per round */
