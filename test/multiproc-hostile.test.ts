@@ -193,36 +193,35 @@ describe('the writer: full disk, planted links, the directory check, file modes'
     }
   });
 
-  it('an exit in the middle of an asynchronous write leaves no temporary file behind', () => {
-    // the exit's synchronous final write used to leave the cut-short write's .tmp file in the shared directory
-    const dir = tmpDir('prefork-otel-midwrite-');
+  /** Run a fixture that drives a MultiprocWriter (MP = the built module) in a fresh directory; what it printed, its pid and what it left. */
+  function writerFixture(fixture: string): { status: number | null; stdout: string; pid: number; names: string[] } {
+    const dir = tmpDir('prefork-otel-writer-');
     try {
-      const r = spawnSync(process.execPath, [join(FIXTURES, 'multiproc-exit-mid-write.cjs')], {
+      const r = spawnSync(process.execPath, [join(FIXTURES, fixture)], {
         env: { ...process.env, NODE_OPTIONS: '', MP: join(REGISTER_CJS, '../export/multiproc.js'), DIR: dir }, encoding: 'utf8', timeout: 30_000,
       });
-      expect(r.status).toBe(0);
-      // the race really happened: the asynchronous write's temporary file existed at the exit
-      expect(r.stdout).toBe('tmp before exit: 1\n');
-      // only the final file: nothing else, in particular no `.…tmp`
-      const names = readdirSync(dir);
-      expect(names).toHaveLength(1);
-      expect(names[0]!.endsWith(`_${r.pid}.json`)).toBe(true);
+      return { status: r.status, stdout: r.stdout, pid: r.pid, names: readdirSync(dir) };
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+
+  it('an exit in the middle of an asynchronous write leaves no temporary file behind', () => {
+    // the exit's synchronous final write used to leave the cut-short write's .tmp file in the shared directory
+    const r = writerFixture('multiproc-exit-mid-write.cjs');
+    expect(r.status).toBe(0);
+    // the race really happened: the asynchronous write's temporary file existed at the exit
+    expect(r.stdout).toBe('tmp before exit: 1\n');
+    // only the final file: nothing else, in particular no `.…tmp`
+    expect(r.names).toHaveLength(1);
+    expect(r.names[0]!.endsWith(`_${r.pid}.json`)).toBe(true);
   });
 
   it('close() (run before a signal is re-raised, when no exit hook runs) stops the writes and leaves no temporary file', () => {
-    const dir = tmpDir('prefork-otel-close-');
-    try {
-      const r = spawnSync(process.execPath, [join(FIXTURES, 'multiproc-close.cjs')], {
-        env: { ...process.env, NODE_OPTIONS: '', MP: join(REGISTER_CJS, '../export/multiproc.js'), DIR: dir }, encoding: 'utf8', timeout: 30_000,
-      });
-      expect(r.status).toBe(0);
-      expect(JSON.parse(r.stdout)).toEqual({ tmpAtClose: 0, rewritten: false, files: 1 });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const r = writerFixture('multiproc-close.cjs');
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ tmpAtClose: 0, rewritten: false, files: 1 });
+    expect(r.names).toHaveLength(1);
   });
 
   it('links planted at the temporary names of the old predictable scheme are never followed', async () => {
