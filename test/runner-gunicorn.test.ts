@@ -238,8 +238,12 @@ describe('-k sync --timeout 2: a request that waits (on a timer) past --timeout,
       // 20 s of waiting, never blocking: both cut it off after --timeout (the client sees the connection end)
       const [gStatus, rStatus] = await Promise.all([get(`http://127.0.0.1:${gPort}/slow?ms=20000`, 15_000), get(r.url('/slow?ms=20000'), 15_000)]);
       expect([gStatus, rStatus]).toEqual([0, 0]);
-      for (const [out, pid, worker] of [[g.out, g.child.pid, gWorker], [r.proc.stderr, r.proc.child.pid, rWorker]] as const) {
-        expect(logLines(out)).toContainEqual({ pid: String(pid), level: 'CRITICAL', msg: `WORKER TIMEOUT (pid:${worker})` });
+      // the client can see the connection end (the worker's watchdog killed it) a moment before the
+      // master has read the worker's report and logged: wait for the line, then check it exactly
+      for (const [out, pid, worker] of [[() => g.out, g.child.pid, gWorker], [() => r.proc.stderr, r.proc.child.pid, rWorker]] as const) {
+        const line = { pid: String(pid), level: 'CRITICAL', msg: `WORKER TIMEOUT (pid:${worker})` };
+        await waitFor(() => logLines(out()).some((l) => l.pid === line.pid && l.level === line.level && l.msg === line.msg), 10_000, `${line.msg} from the master`).catch(() => undefined);
+        expect(logLines(out())).toContainEqual(line);
       }
       await r.waitRunning(1, [rWorker!]);
       await waitFor(() => { const c = children(g.child.pid!); return c.length === 1 && c[0] !== gWorker; }, 20_000, 'gunicorn\'s new worker');
